@@ -1,0 +1,1 @@
+"""poolscore client: call a poolscore server from Python."""

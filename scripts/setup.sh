@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for poolscore's tests: Debian packages the tests use (a real
+# Prometheus), then a virtualenv in .venv with the package, the server and the dev extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # the package starts a system Prometheus on :9090; the tests run their own
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || $sudo service prometheus stop >/dev/null 2>&1 || true
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# constraints.txt pins torch to the CPU build; the package itself never pins it
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[server,dev]"
+.venv/bin/python -c "import poolscore.server, poolscore.client, poolscore.v1; print('poolscore set up in .venv')"

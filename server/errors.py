@@ -1,0 +1,59 @@
+"""Domain errors, plain Python: the core raises these, statuses.py maps them to gRPC codes."""
+from __future__ import annotations
+
+
+class PoolscoreError(Exception):
+    """Base of every error the service reports to its caller."""
+
+
+class BadInput(PoolscoreError, ValueError):
+    """A tensor or option the caller sent is wrong: names the field and, for NaN/Inf, the row."""
+
+    def __init__(self, field: str, problem: str, row: int | None = None) -> None:
+        self.field, self.problem, self.row = field, problem, row
+        where = f" in row {row}" if row is not None else ""
+        super().__init__(f"{field}: {problem}{where}")
+
+    def in_batch(self, seq: int) -> "BadBatch":
+        """The same error, told as part of batch `seq` of a stream."""
+        return BadBatch(seq, self.field, self.problem, self.row)
+
+
+class BadBatch(BadInput):
+    """A BadInput inside a streamed batch: `batch 17: logits.data: NaN in row 3`."""
+
+    def __init__(self, seq: int, field: str, problem: str, row: int | None = None) -> None:
+        self.seq = seq
+        super().__init__(field, problem, row)
+        self.args = (f"batch {seq}: {self.args[0]}",)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class UnknownStrategy(PoolscoreError, ValueError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"strategy: unknown {name!r}; known: {', '.join(sorted(known))}")
+
+
+class SessionNotFound(PoolscoreError, KeyError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} not found (expired, deleted or never created)")
+
+    def __str__(self) -> str:  # KeyError would quote the message again
+        return self.args[0]
+
+
+class SequenceGap(PoolscoreError):
+    def __init__(self, session_id: str, expected: int, got: int) -> None:
+        super().__init__(
+            f"session {session_id!r}: batch {got} sent but the next batch must be {expected}"
+        )
+
+
+class OverLimit(PoolscoreError):
+    """A configured limit (sessions, k, message size, memory) would be exceeded."""
+
+
+class BadToken(PoolscoreError):
+    """The call carried no valid bearer token."""

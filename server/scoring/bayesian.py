@@ -1,0 +1,31 @@
+"""Scores over a sample axis (MC-dropout passes): x is [N, T, C], the score is [N]."""
+from __future__ import annotations
+
+import torch
+
+from poolscore.server.scoring.softmax import (
+    class_counts, entropy_of_probabilities, logits_of, row_guard, softmax,
+)
+
+
+def variation_ratios(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
+    """1 - (count of the modal argmax) / T; ties in a pass's argmax go to the lower class."""
+    votes = logits_of(x, kind, inv_t).argmax(-1)  # [N, T]
+    modal = class_counts(votes, x.shape[-1]).amax(-1)
+    return (1.0 - modal / x.shape[1]).to(row_guard(x, kind).dtype) + row_guard(x, kind)
+
+
+def predictive_entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
+    """H(p̄), p̄ = mean_t p_t."""
+    p_mean = softmax(logits_of(x, kind, inv_t)).p.mean(1)  # [N, C]
+    return entropy_of_probabilities(p_mean) + row_guard(x, kind)
+
+
+def bald(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
+    """H(p̄) - mean_t H(p_t): the mutual information of label and weights.
+
+    It is ≥ 0 in exact arithmetic; clamping removes rounding below zero, nothing else.
+    """
+    sm = softmax(logits_of(x, kind, inv_t))
+    mi = entropy_of_probabilities(sm.p.mean(1)) - sm.entropy().mean(1)
+    return mi.clamp_min(0.0) + row_guard(x, kind)

@@ -1,0 +1,20 @@
+"""Expected model change: the expected norm of the last layer's cross-entropy gradient."""
+from __future__ import annotations
+
+import torch
+
+from poolscore.server.scoring.softmax import logits_of, row_guard, softmax
+
+
+def expected_gradient_length(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
+    """‖h‖ · Σ_c p_c ‖p - e_c‖₂ for logits [N, C] and embedding h [N, D].
+
+    The gradient of CE(label c) w.r.t. the last layer W is (p - e_c) ⊗ h, whose norm is
+    ‖p - e_c‖·‖h‖; ‖p - e_c‖² = Σp² - 2p_c + 1 keeps it O(C), with no [N, C, C] tensor.
+    """
+    assert emb is not None, "the registry declares that this strategy needs an embedding"
+    p = softmax(logits_of(x, kind, inv_t)).p
+    sq = (p * p).sum(-1, keepdim=True)
+    dist = torch.sqrt((sq - 2.0 * p + 1.0).clamp_min(0.0))
+    h = emb.to(p.dtype)
+    return torch.linalg.vector_norm(h, dim=-1) * (p * dist).sum(-1) + row_guard(x, kind) + row_guard(emb, "logits")

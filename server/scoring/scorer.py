@@ -1,0 +1,61 @@
+"""Scorer: validate → fused kernel → check → rescale, for one batch on the scoring device."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from poolscore.server.scoring import validate
+from poolscore.server.scoring.compiled import CompiledKernels, CompileMode
+from poolscore.server.scoring.hashing import random_scores
+from poolscore.server.scoring.options import ScoreOptions
+from poolscore.server.scoring.registry import STRATEGIES, Strategy, strategy_named
+
+
+class Scorer:
+    """Scores batches with any registered strategy on one device."""
+
+    def __init__(self, device: torch.device | str = "cpu", compile: CompileMode = "background") -> None:
+        self.device = torch.device(device)
+        self.kernels = CompiledKernels(compile)
+
+    def score(self, strategy: str | Strategy, x: torch.Tensor | None = None, *,
+              embedding: torch.Tensor | None = None, ids: torch.Tensor | None = None,
+              options: ScoreOptions = ScoreOptions()) -> torch.Tensor:
+        """Scores [N] (float32, float64 for float64 input or `random`) on the scoring device."""
+        s = strategy if isinstance(strategy, Strategy) else strategy_named(strategy)
+        field = options.input_kind.value
+        validate.tensors(s, field, x, embedding, ids)
+        if s.kernel is None:
+            return random_scores(ids.to(self.device), options.seed)
+        x = x.to(self.device, non_blocking=True)
+        emb = None if embedding is None else embedding.to(self.device, non_blocking=True)
+        if x.shape[0] == 0:
+            return torch.empty(0, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=self.device)
+        kind = options.input_kind.value
+        inv_t = torch.tensor(1.0 / options.temperature, dtype=torch.float32, device=self.device)
+        scores = self.kernels.kernel_for(s, kind, x, emb)(x, emb, inv_t, kind)
+        finite = torch.isfinite(scores)
+        if not bool(finite.all()):  # the one host sync: a NaN score marks a bad row
+            row = int((~finite).nonzero()[0, 0])
+            raise validate.bad_row(field, kind, x, emb, row)
+        return _rescale(scores, s, options, x.shape[-1])
+
+    def warm(self, strategies: list[str] | None = None, kind: str = "logits", dtype: torch.dtype = torch.float32) -> None:
+        """Start compiling kernels now, so first requests find them ready."""
+        chosen = [STRATEGIES[n] for n in (strategies or list(STRATEGIES))]
+        self.kernels.warm(chosen, kind, dtype, self.device)
+
+    def close(self) -> None:
+        self.kernels.close()
+
+
+def _rescale(scores: torch.Tensor, s: Strategy, options: ScoreOptions, classes: int) -> torch.Tensor:
+    """Entropies come out of the kernels in nats: to bits (or any base), or ÷ log C."""
+    if not s.entropic:
+        return scores
+    if options.normalized:
+        return scores / math.log(classes) if classes > 1 else torch.zeros_like(scores)
+    if options.base != math.e:
+        return scores / math.log(options.base)
+    return scores
