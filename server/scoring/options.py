@@ -25,7 +25,13 @@ class ScoreOptions:
     seed: int = 0  # `random`: the score is a hash of (seed, id)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_kind", InputKind(self.input_kind))
+        try:
+            object.__setattr__(self, "input_kind", InputKind(self.input_kind))
+        except ValueError:
+            kinds = ", ".join(k.value for k in InputKind)
+            raise BadInput("options.input_kind", f"{self.input_kind!r} is not one of {kinds}") from None
+        if not -(2**63) <= self.seed < 2**63:
+            raise BadInput("options.seed", f"must fit in int64, got {self.seed}")
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise BadInput("options.temperature", f"must be a finite number > 0, got {self.temperature}")
         if not (math.isfinite(self.base) and self.base > 1):

@@ -52,22 +52,35 @@ def row_guard(x: torch.Tensor, kind: str) -> torch.Tensor:
 class Softmax(NamedTuple):
     d: torch.Tensor  # z - max z, [..., C]; -inf for classes of zero probability
     e: torch.Tensor  # exp(d), [..., C]
-    s: torch.Tensor  # Σ e, [..., 1] (kept for broadcasting)
+    rest: torch.Tensor  # Σ e - 1 = Σ e over all but one maximum, [..., 1]
+
+    @property
+    def s(self) -> torch.Tensor:
+        """Σ e, [..., 1] (kept for broadcasting)."""
+        return 1.0 + self.rest
 
     @property
     def p(self) -> torch.Tensor:
         return self.e / self.s
 
     def entropy(self) -> torch.Tensor:
-        """H = log s - Σ e·d / s, with 0·log 0 = 0; [...]."""
+        """H = log s - Σ e·d / s, with 0·log 0 = 0; [...].
+
+        log1p(rest) and the Σ e·d of the non-max terms are both sums of small positive
+        parts for a confident row, so H keeps full relative precision down to 1e-30.
+        """
         plogp = torch.where(self.e > 0, self.e * self.d, 0.0)
-        return torch.log(self.s.squeeze(-1)) - plogp.sum(-1) / self.s.squeeze(-1)
+        return torch.log1p(self.rest.squeeze(-1)) - plogp.sum(-1) / self.s.squeeze(-1)
 
 
 def softmax(z: torch.Tensor) -> Softmax:
+    """Stable softmax statistics. `rest` is summed without the max's exact 1, so that
+    1 - p_max = rest / (1 + rest) does not cancel to 0 for a confident row."""
     d = z - z.amax(-1, keepdim=True)
     e = torch.exp(d)
-    return Softmax(d, e, e.sum(-1, keepdim=True))
+    below = torch.where(d < 0, e, 0.0).sum(-1, keepdim=True)
+    ties = (d == 0).sum(-1, keepdim=True) - 1  # extra maxima, each contributing e = 1
+    return Softmax(d, e, below + ties.to(e.dtype))
 
 
 def entropy_of_probabilities(p: torch.Tensor) -> torch.Tensor:

@@ -7,18 +7,18 @@ from poolscore.server.scoring.softmax import logits_of, row_guard, softmax
 
 
 def least_confidence(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
-    """1 - max_c p_c; p_max = e_max / s = 1 / s, so no probability is formed."""
-    sm = softmax(logits_of(x, kind, inv_t))
-    return 1.0 - 1.0 / sm.s.squeeze(-1) + row_guard(x, kind)
+    """1 - max_c p_c = rest / (1 + rest): no probability formed, no cancellation."""
+    rest = softmax(logits_of(x, kind, inv_t)).rest.squeeze(-1)
+    return rest / (1.0 + rest) + row_guard(x, kind)
 
 
 def margin(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
-    """1 - (p_(1) - p_(2)) = 1 - (1 - exp(d_(2))) / s, d_(2) the runner-up's z - max z."""
+    """1 - (p_(1) - p_(2)) = (rest + e_(2)) / (1 + rest), e_(2) = exp(z_(2) - z_(1))."""
     z = logits_of(x, kind, inv_t)
     top2 = torch.topk(z, 2, dim=-1).values
     runner_up = torch.exp(top2[..., 1] - top2[..., 0])
-    s = torch.exp(z - top2[..., :1]).sum(-1)
-    return 1.0 - (1.0 - runner_up) / s + row_guard(x, kind)
+    rest = softmax(z).rest.squeeze(-1)
+    return (rest + runner_up) / (1.0 + rest) + row_guard(x, kind)
 
 
 def ratio(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:

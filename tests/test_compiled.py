@@ -1,0 +1,55 @@
+"""torch.compile'd kernels give the eager kernels' scores, and never make a caller wait."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from poolscore.server.scoring import ScoreOptions, Scorer, strategy_named
+from poolscore.server.scoring.compiled import key_of
+
+pytestmark = pytest.mark.compiled
+COMPILED = ["entropy", "margin", "bald"]  # a reduction, a topk, a sample axis: ~5-20 s each
+
+
+@pytest.fixture(scope="module")
+def compiled_scorer() -> Scorer:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    s = Scorer(device, compile="background")
+    s.warm(COMPILED)
+    s.kernels.wait()
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_kernels_match_eager_for_new_shapes(compiled_scorer: Scorer, scorer: Scorer, name: str) -> None:
+    rng = np.random.default_rng(3)
+    for shape in ([(1000, 10), (33, 1000), (2, 2)] if name != "bald" else [(100, 7, 10), (5, 2, 3)]):
+        x = torch.from_numpy((rng.normal(size=shape) * 5).astype(np.float32))
+        got = compiled_scorer.score(name, x, options=ScoreOptions(temperature=0.7))
+        want = scorer.score(name, x, options=ScoreOptions(temperature=0.7)).cpu()
+        np.testing.assert_allclose(got.cpu().numpy(), want.numpy(), rtol=2e-5, atol=1e-6)
+    key = key_of(strategy_named(name), "logits", x.to(compiled_scorer.device), None)
+    assert key in compiled_scorer.kernels.ready_keys()
+
+
+def test_compiled_kernel_still_names_the_bad_row(compiled_scorer: Scorer) -> None:
+    x = torch.randn(500, 10)
+    x[321, 4] = float("nan")
+    with pytest.raises(ValueError, match="logits: NaN in row 321"):
+        compiled_scorer.score("entropy", x)
+
+
+def test_first_use_serves_eagerly_while_compiling_in_the_background() -> None:
+    s = Scorer("cpu", compile="background")
+    try:
+        x = torch.randn(64, 6, dtype=torch.float64)  # a key nothing else compiled
+        key = key_of(strategy_named("least_confidence"), "logits", x, None)
+        first = s.score("least_confidence", x)  # returns before the compilation finishes
+        assert key not in s.kernels.ready_keys()
+        s.kernels.wait()
+        assert key in s.kernels.ready_keys()
+        torch.testing.assert_close(s.score("least_confidence", x), first, rtol=1e-12, atol=0)
+    finally:
+        s.close()
