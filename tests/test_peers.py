@@ -146,7 +146,7 @@ def _probabilities(seed: int, shape: tuple[int, ...], zeros: bool) -> np.ndarray
 
 def _ours(scorer: Scorer, name: str, x: np.ndarray, **options: object) -> np.ndarray:
     """Poolscore's scores for x (any input kind), as float64 NumPy."""
-    return scorer.score(name, torch.from_numpy(x), options=ScoreOptions(**options)).double().numpy()
+    return scorer.score(name, torch.from_numpy(x), options=ScoreOptions(**options)).double().cpu().numpy()
 
 
 def _check(ours: np.ndarray, peer: np.ndarray, dtype: type, shape: tuple[int, ...]) -> None:

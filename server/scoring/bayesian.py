@@ -10,9 +10,9 @@ from poolscore.server.scoring.softmax import (
 
 def variation_ratios(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """1 - (count of the modal argmax) / T; ties in a pass's argmax go to the lower class."""
-    votes = logits_of(x, kind, inv_t).argmax(-1)  # [N, T]
-    modal = class_counts(votes, x.shape[-1]).amax(-1)
-    return (1.0 - modal / x.shape[1]).to(row_guard(x, kind).dtype) + row_guard(x, kind)
+    z = logits_of(x, kind, inv_t)
+    modal = class_counts(z.argmax(-1), x.shape[-1], z.dtype).amax(-1)  # argmax: [N, T]
+    return 1.0 - modal / x.shape[1] + row_guard(x, kind)
 
 
 def predictive_entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:

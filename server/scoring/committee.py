@@ -10,9 +10,9 @@ from poolscore.server.scoring.softmax import (
 
 def vote_entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """-Σ_c (V_c/M) log(V_c/M), V_c = members whose argmax is c."""
-    votes = logits_of(x, kind, inv_t).argmax(-1)  # [N, M]
-    share = class_counts(votes, x.shape[-1]) / x.shape[1]
-    return entropy_of_probabilities(share).to(row_guard(x, kind).dtype) + row_guard(x, kind)
+    z = logits_of(x, kind, inv_t)
+    share = class_counts(z.argmax(-1), x.shape[-1], z.dtype) / x.shape[1]  # argmax: [N, M]
+    return entropy_of_probabilities(share) + row_guard(x, kind)
 
 
 def _kl_to_mean(x: torch.Tensor, inv_t: torch.Tensor, kind: str) -> torch.Tensor:

@@ -93,7 +93,7 @@ class CompiledKernels:
     def _compile(self, strategy: Strategy, kind: str, example: tuple, key: Key) -> None:
         compiled = self._compiled.setdefault(strategy.name, torch.compile(strategy.kernel, dynamic=True))
         x, emb = example
-        inv_t = torch.ones((), dtype=torch.float32, device=x.device)
+        inv_t = torch.ones((), dtype=torch.float64, device=x.device)
         try:
             compiled(x, emb, inv_t, kind)
         except Exception:  # the eager kernel keeps serving; say why once

@@ -33,7 +33,7 @@ class Scorer:
         if x.shape[0] == 0:
             return torch.empty(0, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=self.device)
         kind = options.input_kind.value
-        inv_t = torch.tensor(1.0 / options.temperature, dtype=torch.float32, device=self.device)
+        inv_t = torch.tensor(1.0 / options.temperature, dtype=torch.float64, device=self.device)  # cast per input
         scores = self.kernels.kernel_for(s, kind, x, emb)(x, emb, inv_t, kind)
         finite = torch.isfinite(scores)
         if not bool(finite.all()):  # the one host sync: a NaN score marks a bad row

@@ -88,7 +88,7 @@ def entropy_of_probabilities(p: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(p, p).sum(-1)
 
 
-def class_counts(labels: torch.Tensor, classes: int) -> torch.Tensor:
+def class_counts(labels: torch.Tensor, classes: int, dtype: torch.dtype) -> torch.Tensor:
     """[N, T] class indices → [N, C] counts, in one scatter (no one-hot of [N, T, C])."""
-    counts = torch.zeros(labels.shape[0], classes, dtype=torch.float32, device=labels.device)
-    return counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float32))
+    counts = torch.zeros(labels.shape[0], classes, dtype=dtype, device=labels.device)
+    return counts.scatter_add_(1, labels, torch.ones_like(labels, dtype=dtype))
