@@ -1,0 +1,33 @@
+"""NumPy arrays ↔ wire tensors (raw little-endian bytes + dtype + shape), without torch."""
+from __future__ import annotations
+
+import numpy as np
+
+from poolscore.v1 import scoring_pb2 as pb
+
+try:  # bfloat16 arrays, where ml_dtypes is installed
+    from ml_dtypes import bfloat16 as _bf16
+except ImportError:  # pragma: no cover
+    _bf16 = None
+
+_WIRE = {np.dtype(np.float16): pb.FP16, np.dtype(np.float32): pb.FP32, np.dtype(np.float64): pb.FP64,
+         np.dtype(np.int64): pb.INT64}
+if _bf16 is not None:
+    _WIRE[np.dtype(_bf16)] = pb.BF16
+_NUMPY = {v: k for k, v in _WIRE.items()}
+
+
+def encode(a: np.ndarray) -> pb.Tensor:
+    """A wire tensor; other integer dtypes widen to int64, other floats must be converted by the caller."""
+    a = np.asarray(a)
+    if a.dtype.kind in "iu" and a.dtype != np.int64:
+        a = a.astype(np.int64)
+    wire = _WIRE.get(a.dtype.newbyteorder("=") if a.dtype.byteorder not in "=|" else a.dtype)
+    if wire is None:
+        raise TypeError(f"arrays of {a.dtype} cannot be sent; use float16/32/64, bfloat16 or int64")
+    data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    return pb.Tensor(dtype=wire, shape=a.shape, data=data.tobytes())
+
+
+def decode(t: pb.Tensor) -> np.ndarray:
+    return np.frombuffer(t.data, dtype=_NUMPY[t.dtype].newbyteorder("<")).reshape(tuple(t.shape))

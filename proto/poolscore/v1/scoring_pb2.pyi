@@ -1,0 +1,190 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DATA_TYPE_UNSPECIFIED: _ClassVar[DataType]
+    FP16: _ClassVar[DataType]
+    BF16: _ClassVar[DataType]
+    FP32: _ClassVar[DataType]
+    FP64: _ClassVar[DataType]
+    INT64: _ClassVar[DataType]
+
+class InputKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOGITS: _ClassVar[InputKind]
+    PROBABILITIES: _ClassVar[InputKind]
+    LOG_PROBABILITIES: _ClassVar[InputKind]
+DATA_TYPE_UNSPECIFIED: DataType
+FP16: DataType
+BF16: DataType
+FP32: DataType
+FP64: DataType
+INT64: DataType
+LOGITS: InputKind
+PROBABILITIES: InputKind
+LOG_PROBABILITIES: InputKind
+
+class Tensor(_message.Message):
+    __slots__ = ("dtype", "shape", "data")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    dtype: DataType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class StrategySpec(_message.Message):
+    __slots__ = ("name", "input_kind", "temperature", "base", "normalized", "seed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_KIND_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZED_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    input_kind: InputKind
+    temperature: float
+    base: float
+    normalized: bool
+    seed: int
+    def __init__(self, name: _Optional[str] = ..., input_kind: _Optional[_Union[InputKind, str]] = ..., temperature: _Optional[float] = ..., base: _Optional[float] = ..., normalized: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("session_id", "seq", "ids", "keys", "logits", "embedding", "strategy", "k")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    seq: int
+    ids: Tensor
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    logits: Tensor
+    embedding: Tensor
+    strategy: StrategySpec
+    k: int
+    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., ids: _Optional[_Union[Tensor, _Mapping]] = ..., keys: _Optional[_Iterable[str]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
+
+class ScoreAck(_message.Message):
+    __slots__ = ("session_id", "seq", "items")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    seq: int
+    items: int
+    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., items: _Optional[int] = ...) -> None: ...
+
+class CreateSessionRequest(_message.Message):
+    __slots__ = ("strategy", "k", "session_id")
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    strategy: StrategySpec
+    k: int
+    session_id: str
+    def __init__(self, strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., session_id: _Optional[str] = ...) -> None: ...
+
+class SessionRef(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class Session(_message.Message):
+    __slots__ = ("session_id", "strategy", "k", "next_seq", "items")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    strategy: StrategySpec
+    k: int
+    next_seq: int
+    items: int
+    def __init__(self, session_id: _Optional[str] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., next_seq: _Optional[int] = ..., items: _Optional[int] = ...) -> None: ...
+
+class TopK(_message.Message):
+    __slots__ = ("ids", "scores", "keys", "items")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    items: int
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ..., keys: _Optional[_Iterable[str]] = ..., items: _Optional[int] = ...) -> None: ...
+
+class ScoreBatchRequest(_message.Message):
+    __slots__ = ("strategy", "logits", "embedding", "ids")
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    strategy: StrategySpec
+    logits: Tensor
+    embedding: Tensor
+    ids: Tensor
+    def __init__(self, strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., ids: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class ScoreBatchReply(_message.Message):
+    __slots__ = ("scores",)
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    scores: Tensor
+    def __init__(self, scores: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class ServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StrategyInfo(_message.Message):
+    __slots__ = ("name", "input_shape", "summary", "needs_embedding", "entropic")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    ENTROPIC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    input_shape: str
+    summary: str
+    needs_embedding: bool
+    entropic: bool
+    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[str] = ..., summary: _Optional[str] = ..., needs_embedding: _Optional[bool] = ..., entropic: _Optional[bool] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_k", "max_sessions")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_K_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_k: int
+    max_sessions: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_k: _Optional[int] = ..., max_sessions: _Optional[int] = ...) -> None: ...
+
+class ServerInfoReply(_message.Message):
+    __slots__ = ("version", "device", "strategies", "limits", "models")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGIES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    device: str
+    strategies: _containers.RepeatedCompositeFieldContainer[StrategyInfo]
+    limits: Limits
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., strategies: _Optional[_Iterable[_Union[StrategyInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,88 @@
+"""build_server(config): wiring only — scorer, sessions, metrics, servicers, ports."""
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from poolscore.server import device as devices
+from poolscore.server.config import ServeConfig
+from poolscore.server.metrics import Metrics
+from poolscore.server.scoring import STRATEGIES, Scorer
+from poolscore.server.servicer import PoolScorer
+from poolscore.server.sessions import SessionStore
+from poolscore.v1 import scoring_pb2 as pb
+from poolscore.v1 import scoring_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+SERVICE = pb.DESCRIPTOR.services_by_name["PoolScorer"].full_name
+
+
+@dataclass
+class App:
+    server: grpc.Server
+    port: int
+    metrics_port: int | None  # None: /metrics is off
+    scorer: Scorer
+    health: health.HealthServicer
+    _metrics_http: object | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "App":
+        self.server.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        self.scorer.close()
+
+
+def build_server(config: ServeConfig) -> App:
+    """A ready-to-start server bound to config.host:config.port (0: a free port)."""
+    scorer = Scorer(devices.choose(config.device), compile=config.compile)
+    _warm(scorer, config.warm)
+    metrics = Metrics(CollectorRegistry())
+    options = [("grpc.max_receive_message_length", config.max_message_bytes),
+               ("grpc.max_send_message_length", config.max_message_bytes)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),
+                         options=options)
+    pb_grpc.add_PoolScorerServicer_to_server(
+        PoolScorer(config, scorer, SessionStore(config.max_sessions, config.session_ttl_s), metrics), server)
+    checker = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    reflection.enable_server_reflection(
+        [SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"could not bind {config.host}:{config.port}")
+    http, metrics_port = _serve_metrics(config, metrics)
+    return App(server, port, metrics_port, scorer, checker, http)
+
+
+def _warm(scorer: Scorer, names: str) -> None:
+    chosen = list(STRATEGIES) if names == "all" else [n for n in names.split(",") if n]
+    unknown = [n for n in chosen if n not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"--warm: unknown strategies {unknown}")
+    if chosen and scorer.kernels.mode != "off":
+        scorer.warm(chosen)
+
+
+def _serve_metrics(config: ServeConfig, metrics: Metrics) -> tuple[object | None, int | None]:
+    if config.metrics_port < 0:
+        return None, None
+    http, _thread = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+    return http, http.server_port

@@ -1,0 +1,46 @@
+"""One ScoreRequest → scores and ids on the scoring device: decode → validate → score."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from poolscore.server import decode
+from poolscore.server.errors import BadInput
+from poolscore.server.scoring import Scorer
+from poolscore.server.spec import Spec
+from poolscore.v1 import scoring_pb2 as pb
+
+
+@dataclass(frozen=True)
+class Scored:
+    scores: torch.Tensor  # [N] on the scoring device
+    ids: torch.Tensor  # [N] int64 (row numbers or surrogates for string keys)
+    keys: list[str] | None  # string ids, aligned with ids
+    rows: int
+    nbytes: int  # tensor bytes received
+
+
+def score(scorer: Scorer, spec: Spec, req: pb.ScoreRequest | pb.ScoreBatchRequest, first_row: int) -> Scored:
+    """Raises BadInput (or UnknownStrategy) before anything is committed anywhere."""
+    keys = list(getattr(req, "keys", ()))  # ScoreBatchRequest has no keys
+    x = decode.optional(req, "logits", "logits")
+    emb = decode.optional(req, "embedding", "embedding")
+    sent_ids = decode.optional(req, "ids", "ids")
+    rows = _rows(x, sent_ids, keys)
+    if keys and sent_ids is not None:
+        raise BadInput("keys", "send ids or keys, not both")
+    if keys and len(keys) != rows:
+        raise BadInput("keys", f"{len(keys)} keys for {rows} rows")
+    ids = decode.ids(sent_ids, rows, first_row)  # keys: the row number stands in for the key
+    scores = scorer.score(spec.strategy, x, embedding=emb, ids=ids, options=spec.options)
+    nbytes = sum(len(t.data) for t in (req.logits, req.embedding, req.ids))
+    return Scored(scores, ids, keys or None, rows, nbytes)
+
+
+def _rows(x: torch.Tensor | None, ids: torch.Tensor | None, keys: list[str]) -> int:
+    if x is not None and x.dim() > 0:
+        return x.shape[0]
+    if ids is not None and ids.dim() == 1:
+        return ids.shape[0]
+    return len(keys)

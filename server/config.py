@@ -1,0 +1,51 @@
+"""ServeConfig: one field = one `poolscore serve` flag = one POOLSCORE_* variable."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"  # 0.0.0.0 in a container
+    port: int = 50051  # 0 asks the OS for a free port (tests do)
+    metrics_port: int = 9464  # 0 asks the OS for a free port; -1 turns /metrics off
+    device: str = "auto"  # auto = cuda when torch sees one, else cpu
+    compile: str = "background"  # torch.compile the kernels: off, background (serve eagerly meanwhile), sync
+    warm: str = "entropy,margin,least_confidence"  # kernels compiled at start ("" for none, "all")
+    max_sessions: int = 1024
+    max_k: int = 1_000_000
+    max_message_bytes: int = 64 * 1024 * 1024
+    session_ttl_s: float = 3600.0  # idle sessions are dropped after this long
+    workers: int = 16  # gRPC handler threads
+    log_level: str = "INFO"
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def add_flags(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.environ) -> None:
+    """One flag per field; its default comes from POOLSCORE_<FIELD> when set (flag > env > default)."""
+    hints = typing.get_type_hints(ServeConfig)
+    for f in dataclasses.fields(ServeConfig):
+        parse = _parse_bool if hints[f.name] is bool else hints[f.name]
+        var = f"POOLSCORE_{f.name.upper()}"
+        try:
+            default = parse(env[var]) if var in env else f.default
+        except (ValueError, argparse.ArgumentTypeError) as err:
+            parser.error(f"{var}={env[var]!r}: {err}")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=parse, default=default,
+                            help=f"(env {var}, default {f.default!r})")
+
+
+def from_args(args: argparse.Namespace) -> ServeConfig:
+    return ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})

@@ -1,0 +1,126 @@
+"""The PoolScorer RPCs, a few lines each: decode → validate → score → top-K → reply."""
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Iterator
+
+import torch
+
+from poolscore.server import batches, decode
+from poolscore.server.config import ServeConfig
+from poolscore.server.device import describe
+from poolscore.server.errors import BadInput
+from poolscore.server.metrics import Metrics
+from poolscore.server.scoring import STRATEGIES, Scorer
+from poolscore.server.sessions import Session, SessionStore
+from poolscore.server.spec import Spec, check_k, parse
+from poolscore.server.statuses import maps_errors
+from poolscore.server.topk import TopK
+from poolscore.v1 import scoring_pb2 as pb
+from poolscore.v1 import scoring_pb2_grpc as pb_grpc
+
+
+class PoolScorer(pb_grpc.PoolScorerServicer):
+    def __init__(self, config: ServeConfig, scorer: Scorer, sessions: SessionStore, metrics: Metrics) -> None:
+        self.config, self.scorer, self.sessions, self.metrics = config, scorer, sessions, metrics
+        self.device = scorer.device.type
+
+    @maps_errors
+    def ScorePool(self, requests: Iterator[pb.ScoreRequest], context) -> pb.TopK:
+        session: Session | None = None
+        for seq, req in enumerate(requests):
+            if session is None:  # the first message opens the pool: strategy and k
+                session = Session("pool", parse(req.strategy), self._empty_top(req.k))
+            with self.metrics.batch_seconds.labels("ScorePool").time():
+                self._apply(session, seq, req)
+        if session is None:
+            raise BadInput("requests", "the stream sent no batch")
+        return _top_reply(session)
+
+    @maps_errors
+    def Score(self, requests: Iterator[pb.ScoreRequest], context) -> Iterator[pb.ScoreAck]:
+        for req in requests:
+            with self.metrics.batch_seconds.labels("Score").time():
+                session = self.sessions.get(req.session_id)
+                with session.lock:
+                    if session.check_seq(req.seq):  # a resent committed batch is only acked
+                        self._apply(session, req.seq, req)
+                    ack = pb.ScoreAck(session_id=session.id, seq=session.next_seq - 1, items=session.items)
+            yield ack
+
+    @maps_errors
+    def CreateSession(self, req: pb.CreateSessionRequest, context) -> pb.Session:
+        session = self.sessions.create(parse(req.strategy), self._empty_top(req.k), req.session_id)
+        self.metrics.sessions.set(len(self.sessions))
+        return _session_reply(session)
+
+    @maps_errors
+    def GetSession(self, req: pb.SessionRef, context) -> pb.Session:
+        return _session_reply(self.sessions.get(req.session_id))
+
+    @maps_errors
+    def GetTopK(self, req: pb.SessionRef, context) -> pb.TopK:
+        session = self.sessions.get(req.session_id)
+        with session.lock:
+            return _top_reply(session)
+
+    @maps_errors
+    def DeleteSession(self, req: pb.SessionRef, context) -> pb.Session:
+        session = self.sessions.delete(req.session_id)
+        self.metrics.sessions.set(len(self.sessions))
+        return _session_reply(session)
+
+    @maps_errors
+    def ScoreBatch(self, req: pb.ScoreBatchRequest, context) -> pb.ScoreBatchReply:
+        with self.metrics.batch_seconds.labels("ScoreBatch").time():
+            spec = parse(req.strategy)
+            scored = self._score(spec, 0, req, first_row=0)
+            return pb.ScoreBatchReply(scores=decode.encode(scored.scores))
+
+    @maps_errors
+    def ServerInfo(self, req: pb.ServerInfoRequest, context) -> pb.ServerInfoReply:
+        return pb.ServerInfoReply(
+            version=_version(), device=describe(self.scorer.device),
+            strategies=[pb.StrategyInfo(name=s.name, input_shape=s.shape, summary=s.summary,
+                                        needs_embedding=s.needs_embedding, entropic=s.entropic)
+                        for s in STRATEGIES.values()],
+            limits=pb.Limits(max_message_bytes=self.config.max_message_bytes, max_k=self.config.max_k,
+                             max_sessions=self.config.max_sessions))
+
+    # --- the shared path of ScorePool and Score ---------------------------------------------
+
+    def _apply(self, session: Session, seq: int, req: pb.ScoreRequest) -> None:
+        """Score one batch and commit it to the session, or raise with the session untouched."""
+        session.check_keys(bool(req.keys), seq)
+        scored = self._score(session.spec, seq, req, first_row=session.items)
+        session.commit(seq, session.top.merged(scored.scores, scored.ids), scored.rows, scored.keys)
+
+    def _score(self, spec: Spec, seq: int, req: pb.ScoreRequest | pb.ScoreBatchRequest, first_row: int) -> batches.Scored:
+        try:
+            with self.metrics.kernel_seconds.labels(spec.strategy.name).time():
+                scored = batches.score(self.scorer, spec, req, first_row)
+        except BadInput as err:
+            raise err.in_batch(seq) from None
+        self.metrics.scored(spec.strategy.name, self.device, scored.rows, scored.nbytes)
+        return scored
+
+    def _empty_top(self, k: int) -> TopK:
+        # float64 keeps every strategy's scores exactly (random's 53 bits, float64 inputs)
+        return TopK.empty(check_k(k, self.config.max_k), dtype=torch.float64, device=self.scorer.device)
+
+
+def _session_reply(s: Session) -> pb.Session:
+    return pb.Session(session_id=s.id, strategy=s.spec.wire, k=s.top.k, next_seq=s.next_seq, items=s.items)
+
+
+def _top_reply(s: Session) -> pb.TopK:
+    ids = s.top.ids.tolist()
+    keys = [s.keys[i] for i in ids] if s.keyed else []
+    return pb.TopK(ids=[] if s.keyed else ids, scores=s.top.scores.tolist(), keys=keys, items=s.items)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("poolscore")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

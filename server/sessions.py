@@ -1,0 +1,93 @@
+"""SessionStore: scoring sessions, each a streaming top-K committed batch by batch.
+
+A batch is scored outside any lock but committed under the session's lock, and only if
+its seq is still the next one: a session is always exactly "all batches < next_seq".
+Lock order: the store's lock, then a session's; never the other way round.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from poolscore.server.errors import BadInput, OverLimit, SequenceGap, SessionNotFound
+from poolscore.server.spec import Spec
+from poolscore.server.topk import TopK
+
+
+@dataclass
+class Session:
+    id: str
+    spec: Spec
+    top: TopK
+    next_seq: int = 0
+    items: int = 0
+    keyed: bool | None = None  # set by the first batch: string keys or int64 ids, never both
+    keys: dict[int, str] = field(default_factory=dict)  # surrogate id → key, for ids in top only
+    used: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def commit(self, seq: int, top: TopK, rows: int, batch_keys: list[str] | None) -> None:
+        """Apply a scored batch; the caller holds self.lock and checked seq == next_seq."""
+        if batch_keys is not None and top is not self.top:
+            first = self.items
+            kept = {}
+            for i in top.ids.tolist():  # K entries, once per batch that changed the top
+                kept[i] = self.keys[i] if i < first else batch_keys[i - first]
+            self.keys = kept
+        self.keyed = batch_keys is not None
+        self.top, self.next_seq, self.items, self.used = top, seq + 1, self.items + rows, time.monotonic()
+
+    def check_seq(self, seq: int) -> bool:
+        """True when `seq` is new; False when already committed (ack again, score nothing)."""
+        if seq < self.next_seq:
+            return False
+        if seq > self.next_seq:
+            raise SequenceGap(self.id, self.next_seq, seq)
+        return True
+
+    def check_keys(self, keyed: bool, seq: int) -> None:
+        if self.keyed is not None and keyed != self.keyed:
+            sent, then = ("keys", "ids") if keyed else ("ids", "keys")
+            raise BadInput("keys", f"batch {seq} sends {sent} but the session's first batch sent {then}")
+
+
+class SessionStore:
+    def __init__(self, max_sessions: int, ttl_s: float) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self.max_sessions, self.ttl_s = max_sessions, ttl_s
+
+    def create(self, spec: Spec, top: TopK, session_id: str = "") -> Session:
+        with self._lock:
+            self._expire()
+            if session_id and session_id in self._sessions:
+                return self._sessions[session_id]  # a retried create: same session back
+            if len(self._sessions) >= self.max_sessions:
+                raise OverLimit(f"sessions: all {self.max_sessions} in use; delete finished ones")
+            session = Session(session_id or uuid.uuid4().hex, spec, top)
+            self._sessions[session.id] = session
+            return session
+
+    def get(self, session_id: str) -> Session:
+        with self._lock:
+            session = self._sessions.get(session_id)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    def delete(self, session_id: str) -> Session:
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - self.ttl_s
+        for sid in [s.id for s in self._sessions.values() if s.used < cutoff]:
+            del self._sessions[sid]

@@ -1,0 +1,42 @@
+"""A request's StrategySpec → the registry's Strategy and ScoreOptions; back for replies."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from poolscore.server.errors import BadInput
+from poolscore.server.scoring import STRATEGIES, ScoreOptions, Strategy, strategy_named
+from poolscore.v1 import scoring_pb2 as pb
+
+_KINDS = {pb.LOGITS: "logits", pb.PROBABILITIES: "probabilities", pb.LOG_PROBABILITIES: "log_probabilities"}
+
+
+@dataclass(frozen=True)
+class Spec:
+    strategy: Strategy
+    options: ScoreOptions
+    wire: pb.StrategySpec  # as the caller sent it, for GetSession
+
+
+def parse(spec: pb.StrategySpec) -> Spec:
+    if not spec.name:
+        raise BadInput("strategy.name", f"missing; one of {', '.join(sorted(STRATEGIES))}")
+    if spec.input_kind not in _KINDS:
+        raise BadInput("strategy.input_kind", f"unknown value {spec.input_kind}")
+    options = ScoreOptions(
+        input_kind=_KINDS[spec.input_kind],
+        temperature=spec.temperature or 1.0,
+        base=spec.base or math.e,
+        normalized=spec.normalized,
+        seed=spec.seed,
+    )
+    return Spec(strategy_named(spec.name), options, spec)
+
+
+def check_k(k: int, max_k: int) -> int:
+    from poolscore.server.errors import OverLimit
+    if k <= 0:
+        raise BadInput("k", f"must be > 0, got {k}")
+    if k > max_k:
+        raise OverLimit(f"k: {k} is over this server's limit of {max_k}")
+    return k

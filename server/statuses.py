@@ -1,0 +1,58 @@
+"""The one place where exceptions become gRPC statuses: DESIGN.md's error table, as code."""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from typing import Callable, NoReturn
+
+import grpc
+from grpc import StatusCode
+
+from poolscore.server.errors import (
+    BadInput, BadToken, OverLimit, SequenceGap, SessionNotFound, UnknownStrategy,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_OF = {
+    BadInput: StatusCode.INVALID_ARGUMENT, UnknownStrategy: StatusCode.INVALID_ARGUMENT,
+    SessionNotFound: StatusCode.NOT_FOUND, SequenceGap: StatusCode.FAILED_PRECONDITION,
+    OverLimit: StatusCode.RESOURCE_EXHAUSTED, BadToken: StatusCode.UNAUTHENTICATED,
+}
+
+
+def code_of(err: Exception) -> StatusCode:
+    for kind, code in STATUS_OF.items():
+        if isinstance(err, kind):
+            return code
+    return StatusCode.INTERNAL
+
+
+def _abort(servicer, context: grpc.ServicerContext, err: Exception) -> NoReturn:
+    code = code_of(err)
+    servicer.metrics.errors.labels(code=code.name).inc()
+    if code is StatusCode.INTERNAL:
+        log.exception("bug while serving a request")  # not the caller's fault: keep the trace
+        context.abort(code, "internal error (see server log)")
+    context.abort(code, str(err))
+
+
+def maps_errors(method: Callable) -> Callable:
+    """Wrap an RPC so that every exception it raises becomes its status (streams too)."""
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def streaming(self, request, context):
+            try:
+                yield from method(self, request, context)
+            except Exception as err:  # noqa: BLE001 - mapped to a status, never swallowed
+                _abort(self, context, err)
+        return streaming
+
+    @functools.wraps(method)
+    def unary(self, request, context):
+        try:
+            return method(self, request, context)
+        except Exception as err:  # noqa: BLE001
+            _abort(self, context, err)
+    return unary
