@@ -18,7 +18,14 @@ _NUMPY = {v: k for k, v in _WIRE.items()}
 
 
 def encode(a: np.ndarray) -> pb.Tensor:
-    """A wire tensor; other integer dtypes widen to int64, other floats must be converted by the caller."""
+    """A wire tensor of `a` (see fill)."""
+    return fill(pb.Tensor(), a)
+
+
+def fill(t: pb.Tensor, a: np.ndarray) -> pb.Tensor:
+    """Write `a` into the message field `t` in place (one copy of the bytes, no CopyFrom).
+
+    Other integer dtypes widen to int64; other floats must be converted by the caller."""
     a = np.asarray(a)
     if a.dtype.kind in "iu" and a.dtype != np.int64:
         a = a.astype(np.int64)
@@ -26,7 +33,10 @@ def encode(a: np.ndarray) -> pb.Tensor:
     if wire is None:
         raise TypeError(f"arrays of {a.dtype} cannot be sent; use float16/32/64, bfloat16 or int64")
     data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-    return pb.Tensor(dtype=wire, shape=a.shape, data=data.tobytes())
+    t.dtype = wire
+    t.shape[:] = a.shape
+    t.data = data.tobytes()
+    return t
 
 
 def decode(t: pb.Tensor) -> np.ndarray:

@@ -38,6 +38,10 @@ def score(scorer: Scorer, spec: Spec, req: pb.ScoreRequest | pb.ScoreBatchReques
     return Scored(scores, ids, keys or None, rows, nbytes)
 
 
+def carries_rows(req: pb.ScoreRequest) -> bool:
+    return req.HasField("logits") or req.HasField("ids") or bool(req.keys)
+
+
 def _rows(x: torch.Tensor | None, ids: torch.Tensor | None, keys: list[str]) -> int:
     if x is not None and x.dim() > 0:
         return x.shape[0]

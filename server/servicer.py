@@ -31,6 +31,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         for seq, req in enumerate(requests):
             if session is None:  # the first message opens the pool: strategy and k
                 session = Session("pool", parse(req.strategy), self._empty_top(req.k))
+                if not batches.carries_rows(req):
+                    continue  # a header alone: a pool of no rows still gets its (empty) top-K
             with self.metrics.batch_seconds.labels("ScorePool").time():
                 self._apply(session, seq, req)
         if session is None:

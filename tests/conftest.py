@@ -29,3 +29,24 @@ def scorer(request: pytest.FixtureRequest) -> Iterator[Scorer]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def app():
+    """The real server on a free loopback port, eager kernels (tests compile nothing)."""
+    from poolscore.server.app import build_server
+    from poolscore.server.config import ServeConfig
+
+    running = build_server(ServeConfig(port=0, metrics_port=0, device="cpu", compile="off",
+                                       max_message_bytes=8 * 1024 * 1024, max_k=10_000, max_sessions=64)).start()
+    yield running
+    running.stop(grace=None)
+
+
+@pytest.fixture
+def client(app):
+    from poolscore.client import Client
+
+    with Client(app.target, timeout=60, max_message_bytes=8 * 1024 * 1024, batch_bytes=64 * 1024) as c:
+        c.wait_ready(timeout=30)
+        yield c

@@ -1,0 +1,236 @@
+"""Client: score pools on a poolscore server from Python, with NumPy in and out."""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from poolscore.client import tensors
+from poolscore.client.errors import PoolscoreError, Unavailable, from_rpc_error
+from poolscore.client.pools import Batch, batches_of
+from poolscore.v1 import scoring_pb2 as pb
+from poolscore.v1 import scoring_pb2_grpc as pb_grpc
+
+_KINDS = {"logits": pb.LOGITS, "probabilities": pb.PROBABILITIES, "log_probabilities": pb.LOG_PROBABILITIES}
+_OPTIONS = ("input_kind", "temperature", "base", "normalized", "seed")
+
+
+@dataclass(frozen=True, eq=False)
+class TopK:
+    ids: np.ndarray  # int64, best first (empty when the pool was keyed by strings)
+    scores: np.ndarray  # float64, aligned
+    keys: list[str] = field(default_factory=list)  # string ids, when the pool had them
+    items: int = 0  # items scored
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, TopK) and np.array_equal(self.ids, other.ids)
+                and np.array_equal(self.scores, other.scores) and self.keys == other.keys)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def from_pb(cls, m: pb.TopK) -> "TopK":
+        return cls(np.array(m.ids, np.int64), np.array(m.scores, np.float64), list(m.keys), m.items)
+
+
+def strategy_spec(strategy: str, options: dict) -> pb.StrategySpec:
+    unknown = set(options) - set(_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown scoring options {sorted(unknown)}; known: {', '.join(_OPTIONS)}")
+    kind = options.get("input_kind", "logits")
+    if kind not in _KINDS:
+        raise ValueError(f"input_kind must be one of {', '.join(_KINDS)}, got {kind!r}")
+    return pb.StrategySpec(name=strategy, input_kind=_KINDS[kind], temperature=options.get("temperature", 0.0),
+                           base=options.get("base", 0.0), normalized=options.get("normalized", False),
+                           seed=options.get("seed", 0))
+
+
+class _Requests:
+    """A request iterator that keeps its own exception: gRPC reports it only as
+    "Exception iterating requests!", and the caller deserves the real one."""
+
+    def __init__(self, source: Iterator[pb.ScoreRequest]) -> None:
+        self._source, self.error = source, None
+
+    def __iter__(self) -> "_Requests":
+        return self
+
+    def __next__(self) -> pb.ScoreRequest:
+        try:
+            return next(self._source)
+        except StopIteration:
+            raise
+        except BaseException as err:
+            self.error = err
+            raise
+
+
+@contextlib.contextmanager
+def _mapped(requests: _Requests | None = None) -> Iterator[None]:
+    """Every grpc.RpcError leaves the client as a typed PoolscoreError with the server's message."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        if requests is not None and requests.error is not None:
+            raise requests.error  # the pool reader failed on this side, not the server
+        raise from_rpc_error(err) from None
+
+
+class Client:
+    """A connection to one poolscore server; use as a context manager, or call close()."""
+
+    def __init__(self, target: str, *, timeout: float | None = None,
+                 max_message_bytes: int = 64 * 1024 * 1024, batch_bytes: int = 4 * 1024 * 1024) -> None:
+        self.target, self.timeout = target, timeout
+        self.batch_bytes = min(batch_bytes, max_message_bytes - 64 * 1024)  # room for the envelope
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes)])
+        self._stub = pb_grpc.PoolScorerStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._next_seq: dict[str, int] = {}
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    # --- readiness and information --------------------------------------------------------
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Poll the standard health service until it says SERVING (raises Unavailable after timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = self._health.Check(health_pb2.HealthCheckRequest(), timeout=max(0.1, deadline - time.monotonic()))
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as err:
+                if time.monotonic() >= deadline:
+                    raise Unavailable(err.code(), f"{self.target} not serving after {timeout}s: {err.details()}") from None
+            if time.monotonic() >= deadline:
+                raise Unavailable(grpc.StatusCode.UNAVAILABLE, f"{self.target} not serving after {timeout}s")
+            time.sleep(0.05)  # poll interval of a health check, not a wait for readiness
+
+    def info(self) -> pb.ServerInfoReply:
+        with _mapped():
+            return self._stub.ServerInfo(pb.ServerInfoRequest(), timeout=self.timeout)
+
+    # --- stateless scoring ----------------------------------------------------------------
+
+    def score_batch(self, array: np.ndarray | None, strategy: str = "entropy", *, embedding: np.ndarray | None = None,
+                    ids: np.ndarray | None = None, **options) -> np.ndarray:
+        """One score per row of `array` (float32; float64 for float64 input or `random`)."""
+        spec = strategy_spec(strategy, options)
+        parts = []
+        whole = Batch(None if array is None else np.asarray(array), None if ids is None else np.asarray(ids), embedding)
+        for part in batches_of([whole], self.batch_bytes):
+            req = pb.ScoreBatchRequest(strategy=spec)
+            _fill(req, part)
+            with _mapped():
+                parts.append(tensors.decode(self._stub.ScoreBatch(req, timeout=self.timeout).scores))
+        return np.concatenate(parts) if parts else np.empty(0, np.float32)
+
+    # --- a whole pool in one call -----------------------------------------------------------
+
+    def score_pool(self, pool, strategy: str = "entropy", k: int = 100, *, ids=None, embedding=None, keys=None,
+                   progress: Callable[[int], None] | None = None, columns: dict | None = None, **options) -> TopK:
+        """The top-k of a pool: an array, an iterable of (ids, logits[, embedding]), or a pool file.
+
+        Batches are streamed without waiting for the server between them; `progress(rows)`
+        is called as each batch is handed to the transport.
+        """
+        spec = strategy_spec(strategy, options)
+        source = batches_of(pool, self.batch_bytes, ids=ids, embedding=embedding, keys=keys, **(columns or {}))
+
+        def requests() -> Iterator[pb.ScoreRequest]:
+            yield pb.ScoreRequest(strategy=spec, k=k)  # the header: a pool of no rows still answers
+            for batch in source:
+                req = pb.ScoreRequest()
+                _fill(req, batch)
+                yield req
+                if progress is not None:
+                    progress(batch.rows)
+
+        stream = _Requests(requests())
+        with _mapped(stream):
+            return TopK.from_pb(self._stub.ScorePool(stream, timeout=self.timeout))
+
+    # --- sessions -------------------------------------------------------------------------------
+
+    def create_session(self, strategy: str = "entropy", k: int = 100, *, session_id: str = "", **options) -> str:
+        req = pb.CreateSessionRequest(strategy=strategy_spec(strategy, options), k=k, session_id=session_id)
+        with _mapped():
+            return self._stub.CreateSession(req, timeout=self.timeout).session_id
+
+    def get_session(self, session_id: str) -> pb.Session:
+        with _mapped():
+            return self._stub.GetSession(pb.SessionRef(session_id=session_id), timeout=self.timeout)
+
+    def top_k(self, session_id: str) -> TopK:
+        with _mapped():
+            return TopK.from_pb(self._stub.GetTopK(pb.SessionRef(session_id=session_id), timeout=self.timeout))
+
+    def delete_session(self, session_id: str) -> None:
+        self._next_seq.pop(session_id, None)
+        with _mapped():
+            self._stub.DeleteSession(pb.SessionRef(session_id=session_id), timeout=self.timeout)
+
+    def score(self, session_id: str, logits: np.ndarray | None = None, *, ids: np.ndarray | None = None,
+              embedding: np.ndarray | None = None, keys: list[str] | None = None) -> pb.ScoreAck:
+        """Add one batch to a session (split under the message limit); returns the last ack."""
+        return self.stream(session_id, [Batch(logits, None if ids is None else np.asarray(ids), embedding, keys)])
+
+    def stream(self, session_id: str, batches: Iterable[Batch | tuple], *, resume: bool = False,
+               progress: Callable[[int], None] | None = None) -> pb.ScoreAck:
+        """Stream batches into a session over one Score call, pipelined; returns the last ack.
+
+        With resume=True, `batches` is the session's whole sequence from its start (say,
+        the pool re-read after a crash): batches the server already committed are skipped
+        without being sent, and streaming goes on from the session's next_seq.
+        """
+        start = self.get_session(session_id).next_seq if resume or session_id not in self._next_seq \
+            else self._next_seq[session_id]
+        first = 0 if resume else start
+        ack = pb.ScoreAck(session_id=session_id, seq=start - 1)
+
+        def requests() -> Iterator[pb.ScoreRequest]:
+            for seq, batch in enumerate(batches_of(batches, self.batch_bytes), start=first):
+                if seq < start:
+                    continue  # committed before the stream broke: not sent again
+                req = pb.ScoreRequest(session_id=session_id, seq=seq)
+                _fill(req, batch)
+                yield req
+                if progress is not None:
+                    progress(batch.rows)
+
+        stream = _Requests(requests())
+        try:
+            with _mapped(stream):
+                for ack in self._stub.Score(stream, timeout=self.timeout):
+                    self._next_seq[session_id] = ack.seq + 1
+        except BaseException:
+            self._next_seq.pop(session_id, None)  # ask the server next time
+            raise
+        return ack
+
+
+def _fill(req: pb.ScoreRequest | pb.ScoreBatchRequest, batch: Batch) -> None:
+    if batch.logits is not None:
+        tensors.fill(req.logits, batch.logits)
+    if batch.embedding is not None:
+        tensors.fill(req.embedding, batch.embedding)
+    if batch.ids is not None:
+        tensors.fill(req.ids, batch.ids)
+    if batch.keys is not None:
+        req.keys.extend(batch.keys)

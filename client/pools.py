@@ -1,0 +1,107 @@
+"""Pools as batches: arrays, iterables of (ids, logits[, embedding]), or files read in chunks.
+
+Files: .npy (logits; ids are row numbers), .npz (named arrays logits, ids or keys,
+embedding), Parquet and Arrow IPC (a list / fixed-size-list column of logits, an int or
+string id column, an optional embedding column) read record batch by record batch, never
+the whole file at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Batch:
+    logits: np.ndarray | None  # [n, C] or [n, T, C]; None for `random`, which needs ids alone
+    ids: np.ndarray | None = None  # [n] int64; None: the server numbers rows over the stream
+    embedding: np.ndarray | None = None  # [n, D]
+    keys: list[str] | None = None  # string ids instead of ids
+
+    @property
+    def rows(self) -> int:
+        for part in (self.logits, self.ids, self.embedding, self.keys):
+            if part is not None:
+                return len(part)
+        return 0
+
+    @property
+    def row_bytes(self) -> int:
+        parts = [self.logits, self.embedding, self.ids]
+        return max(1, sum(p[:1].nbytes for p in parts if p is not None and len(p)))
+
+    def rows_slice(self, lo: int, hi: int) -> "Batch":
+        cut = lambda a: None if a is None else a[lo:hi]  # noqa: E731 - views, no copy
+        return Batch(cut(self.logits), cut(self.ids), cut(self.embedding), cut(self.keys))
+
+
+def split(batch: Batch, max_bytes: int) -> Iterator[Batch]:
+    """Views of `batch` of at most `max_bytes` of tensor data each (at least one row)."""
+    step = max(1, max_bytes // batch.row_bytes)
+    for lo in range(0, max(batch.rows, 1), step):
+        yield batch.rows_slice(lo, lo + step)
+
+
+def batches_of(pool, max_bytes: int, *, ids=None, embedding=None, keys=None, **columns) -> Iterator[Batch]:
+    """Any pool the client takes, as batches under `max_bytes`."""
+    if isinstance(pool, (str, Path)):
+        source: Iterable[Batch] = read_file(Path(pool), **columns)
+    elif isinstance(pool, np.ndarray):
+        source = [Batch(pool, None if ids is None else np.asarray(ids), embedding, keys)]
+    else:
+        source = (_as_batch(item) for item in pool)
+    for batch in source:
+        yield from split(batch, max_bytes)
+
+
+def _as_batch(item) -> Batch:
+    if isinstance(item, Batch):
+        return item
+    if not isinstance(item, tuple) or len(item) not in (2, 3):
+        raise TypeError("a pool iterable yields (ids, logits) or (ids, logits, embedding) tuples")
+    ids, logits, *emb = item
+    keyed = len(ids) and isinstance(ids[0], str)
+    return Batch(None if logits is None else np.asarray(logits), None if keyed else np.asarray(ids),
+                 emb[0] if emb else None, list(ids) if keyed else None)
+
+
+def read_file(path: Path, logits_column: str = "logits", id_column: str = "id",
+              embedding_column: str = "embedding", chunk_rows: int = 65536) -> Iterator[Batch]:
+    if not path.exists():
+        raise FileNotFoundError(f"pool file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        yield Batch(np.load(path, mmap_mode="r"))  # split() slices the mapping lazily
+    elif suffix == ".npz":
+        yield _npz_batch(np.load(path), logits_column)
+    elif suffix in (".parquet", ".pq", ".arrow", ".feather", ".ipc"):
+        from poolscore.client import arrow_pools  # pyarrow only when a table is read
+        yield from arrow_pools.read(path, logits_column, id_column, embedding_column, chunk_rows)
+    else:
+        raise ValueError(f"{path}: unknown pool format {suffix!r}; use .npy, .npz, .parquet or .arrow")
+
+
+def _npz_batch(npz, logits_column: str) -> Batch:
+    names = set(npz.files)
+    if logits_column not in names:
+        raise ValueError(f"npz pool has no {logits_column!r} array (it has {sorted(names)})")
+    keys = [str(k) for k in npz["keys"]] if "keys" in names else None
+    ids = npz["ids"] if "ids" in names else None
+    return Batch(npz[logits_column], ids, npz["embedding"] if "embedding" in names else None, keys)
+
+
+def count_rows(pool) -> int | None:
+    """Rows in a pool when known without reading it (progress bars), else None."""
+    if isinstance(pool, np.ndarray):
+        return len(pool)
+    if isinstance(pool, (str, Path)):
+        path = Path(pool)
+        if path.suffix == ".npy":
+            return np.load(path, mmap_mode="r").shape[0]
+        if path.suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+            return pq.ParquetFile(path).metadata.num_rows
+    return None
