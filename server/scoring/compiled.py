@@ -11,8 +11,9 @@ a restarted server's compilations cheap.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Callable, Literal
 
 import torch
@@ -40,7 +41,8 @@ class CompiledKernels:
         self._pending: dict[Key, Future] = {}
         self._compiled: dict[str, Callable] = {}
         self._lock = threading.Lock()  # guards the three dicts; compilation runs outside it
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poolscore-compile")
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
         if mode != "off":  # every (kind, dtype, rank) variant shares one code object's cache
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
 
@@ -79,16 +81,33 @@ class CompiledKernels:
         return list(self._ready)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Cancel queued compilations; one in progress finishes (or dies with the process)."""
+        while True:
+            try:
+                self._jobs.get_nowait()[0].cancel()
+            except queue.Empty:
+                return
 
     def _start(self, strategy: Strategy, kind: str, x: torch.Tensor, emb: torch.Tensor | None, key: Key) -> Future:
         with self._lock:
             future = self._pending.get(key)
             if future is None:
                 example = (_example(x), None if emb is None else _example(emb))
-                future = self._pool.submit(self._compile, strategy, kind, example, key)
+                future = Future()
+                self._jobs.put((future, strategy, kind, example, key))
                 self._pending[key] = future
+                if self._worker is None:
+                    # a daemon: exiting never waits for a compilation nobody needs any more
+                    self._worker = threading.Thread(target=self._work, name="poolscore-compile", daemon=True)
+                    self._worker.start()
             return future
+
+    def _work(self) -> None:
+        while True:
+            future, *job = self._jobs.get()
+            if future.set_running_or_notify_cancel():
+                self._compile(*job)
+                future.set_result(None)
 
     def _compile(self, strategy: Strategy, kind: str, example: tuple, key: Key) -> None:
         compiled = self._compiled.setdefault(strategy.name, torch.compile(strategy.kernel, dynamic=True))

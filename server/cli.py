@@ -1,0 +1,124 @@
+"""`poolscore`: serve, score a pool file (with an embedded server when no --target), info."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from poolscore.server.config import ServeConfig, add_flags, from_args
+
+log = logging.getLogger("poolscore")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="poolscore", description="Active-learning pool scoring service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_flags(sub.add_parser("serve", help="run the gRPC server and /metrics"))
+    _score_flags(sub.add_parser("score", help="score a pool file and print or write its top-K"))
+    info = sub.add_parser("info", help="print a server's version, device, strategies and limits")
+    info.add_argument("--target", required=True, help="host:port of a running server")
+    args = parser.parse_args(argv)
+    try:
+        return {"serve": _serve, "score": _score, "info": _info}[args.command](args)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"poolscore {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from poolscore.server.app import build_server
+
+    config = from_args(args)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = build_server(config).start()
+    metrics = f", metrics on http://{config.host}:{app.metrics_port}/metrics" if app.metrics_port else ""
+    print(f"poolscore listening on {config.host}:{app.port}{metrics}", file=sys.stderr, flush=True)
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    log.info("shutting down: finishing calls in flight (10 s grace)")
+    app.stop(grace=10.0)
+    return 0
+
+
+def _score_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pool", type=Path, help="a .npy, .npz, .parquet or .arrow pool file")
+    p.add_argument("--strategy", default="entropy")
+    p.add_argument("-k", "--k", type=int, default=100, help="how many items to select (default 100)")
+    p.add_argument("--target", help="host:port of a server; without it an embedded one runs on loopback")
+    p.add_argument("--out", type=Path, help="write the top-K to .csv, .jsonl or .parquet instead of a table")
+    p.add_argument("--input-kind", default="logits", choices=["logits", "probabilities", "log_probabilities"])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--base", type=float, default=0.0, help="log base of entropies (2: bits; default e)")
+    p.add_argument("--normalized", action="store_true", help="entropies ÷ log C")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random strategy")
+    p.add_argument("--logits-column", default="logits")
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--embedding-column", default="embedding")
+    p.add_argument("--device", default="auto", help="embedded server's device (auto, cpu, cuda)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from poolscore.client import Client
+    from poolscore.client.pools import count_rows
+    from poolscore.server import results
+
+    if not args.pool.exists():
+        raise FileNotFoundError(f"pool file {args.pool} does not exist")
+    options = dict(input_kind=args.input_kind, temperature=args.temperature, base=args.base,
+                   normalized=args.normalized, seed=args.seed)
+    columns = dict(logits_column=args.logits_column, id_column=args.id_column, embedding_column=args.embedding_column)
+    bar = tqdm(total=count_rows(args.pool), unit="rows", unit_scale=True, desc=args.pool.name,
+               disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
+    with _target(args) as target, Client(target) as client, bar:
+        client.wait_ready(timeout=60)
+        top = client.score_pool(str(args.pool), args.strategy, args.k, progress=bar.update, columns=columns, **options)
+    if args.out:
+        results.write(top, args.out)
+        print(f"wrote the top {len(top)} of {top.items} items to {args.out}", file=sys.stderr)
+    else:
+        print(results.table(top))
+    return 0
+
+
+@contextlib.contextmanager
+def _target(args: argparse.Namespace) -> Iterator[str]:
+    """The server to call: --target, or an embedded one on a free loopback port for this run."""
+    if args.target:
+        yield args.target
+        return
+    from poolscore.server.app import build_server
+
+    logging.basicConfig(level=logging.WARNING)
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device=args.device, warm=args.strategy
+                                   if args.strategy != "random" else "")).start()
+    try:
+        yield app.target
+    finally:
+        app.stop(grace=None)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from poolscore.client import Client
+
+    with Client(args.target, timeout=10) as client:
+        info = client.info()
+    print(f"poolscore {info.version} on {info.device}")
+    print(f"limits: k ≤ {info.limits.max_k}, {info.limits.max_sessions} sessions, "
+          f"messages ≤ {info.limits.max_message_bytes} bytes")
+    for s in info.strategies:
+        print(f"  {s.name:<26} {s.input_shape:<10} {s.summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The `poolscore` command: serve in a subprocess, score every pool format, info, errors."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import reference as ref
+from poolscore.client import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+import make_pool  # noqa: E402  (the documented generator of example pools)
+
+POOLSCORE = [sys.executable, "-m", "poolscore.server.cli"]
+
+
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*POOLSCORE, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def expected_top(ids: np.ndarray, logits: np.ndarray, k: int) -> list[int]:
+    scores = ref.margin(ref.probs(logits))
+    return ids[np.lexsort((ids, -scores))[:k]].tolist()
+
+
+@pytest.fixture(scope="module")
+def served():
+    """`poolscore serve --port 0` in a subprocess; the port is read from its "listening on" line."""
+    proc = subprocess.Popen([*POOLSCORE, "serve", "--port", "0", "--metrics-port", "-1", "--compile", "off"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "POOLSCORE_MAX_K": "77"})
+    try:
+        line = ""
+        for line in proc.stderr:
+            if "listening on" in line:
+                break
+        port = re.search(r"listening on [\d.]+:(\d+)", line)
+        assert port, f"no 'listening on' line; last line: {line!r}"
+        target = f"127.0.0.1:{port.group(1)}"
+        with Client(target) as c:
+            c.wait_ready(timeout=60)
+        yield target
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, "SIGTERM is a clean shutdown"
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".parquet", ".arrow"])
+def test_score_each_format_with_the_embedded_server(tmp_path: Path, suffix: str) -> None:
+    ids, logits = make_pool.make(3000, 7, seed=4)
+    pool = tmp_path / f"pool{suffix}"
+    make_pool.write(pool, ids, logits)
+    out = run("score", str(pool), "--strategy", "margin", "-k", "15", "--out", str(tmp_path / "top.jsonl"))
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(line)["id"] for line in (tmp_path / "top.jsonl").read_text().splitlines()]
+    want_ids = np.arange(3000) if suffix == ".npy" else ids  # .npy carries no ids: rows are numbered
+    assert got == expected_top(want_ids, logits, 15)
+
+
+def test_score_against_a_served_target_to_csv_and_parquet(served: str, tmp_path: Path) -> None:
+    ids, logits = make_pool.make(2000, 5, seed=9)
+    pool = tmp_path / "pool.parquet"
+    make_pool.write(pool, ids, logits)
+    for out in (tmp_path / "top.csv", tmp_path / "top.parquet"):
+        res = run("score", str(pool), "--target", served, "--strategy", "margin", "-k", "9", "--out", str(out))
+        assert res.returncode == 0, res.stderr
+        rows = list(csv.DictReader(out.open())) if out.suffix == ".csv" else pq.read_table(out).to_pylist()
+        assert [int(r["id"]) for r in rows] == expected_top(ids, logits, 9)
+
+
+def test_table_output_of_the_shipped_sample_pool() -> None:
+    res = run("score", str(ROOT / "examples" / "sample_pool.npz"), "-k", "4")
+    assert res.returncode == 0, res.stderr
+    assert "(top 4 of 5000 items)" in res.stdout and len(re.findall(r"^\s+\d\s+1\d{5}\s", res.stdout, re.M)) == 4
+
+
+def test_info_shows_env_configured_limits(served: str) -> None:
+    res = run("info", "--target", served)
+    assert res.returncode == 0, res.stderr
+    assert "k ≤ 77" in res.stdout and re.search(r"^\s+bald\s+\[N, T, C\]", res.stdout, re.M)
+
+
+def test_errors_are_one_clear_line() -> None:
+    res = run("score", "no/such/pool.npz")
+    assert res.returncode == 2 and res.stderr.strip() == "poolscore score: pool file no/such/pool.npz does not exist"
+    bad = run("serve", "--port", "x")
+    assert bad.returncode == 2 and "invalid int value: 'x'" in bad.stderr
+    env = run("serve", env={"POOLSCORE_PORT": "nope"})
+    assert env.returncode == 2 and "POOLSCORE_PORT='nope'" in env.stderr

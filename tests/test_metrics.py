@@ -1,0 +1,88 @@
+"""/metrics passes promtool, and a real Prometheus scrapes it and reads our counters back."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from poolscore.client import BadBatch, Client
+from poolscore.server.app import build_server
+from poolscore.server.config import ServeConfig
+
+
+def poll(what: str, check: Callable[[], object], timeout: float = 60.0) -> object:
+    """Call `check` until it returns something truthy (polling a real process, not sleeping on it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached in {timeout}s")
+        time.sleep(0.1)
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return reply.read().decode()
+
+
+@pytest.fixture(scope="module")
+def scored_app() -> Iterator:
+    app = build_server(ServeConfig(port=0, metrics_port=0, device="cpu", compile="off")).start()
+    with Client(app.target, timeout=30) as client:
+        client.wait_ready()
+        client.score_pool(np.random.default_rng(0).normal(size=(1234, 6)).astype(np.float32), "ratio", k=3)
+        with pytest.raises(BadBatch):
+            client.score_batch(np.full((2, 3), np.nan, np.float32), "entropy")
+    yield app
+    app.stop()
+
+
+def test_exposition_passes_promtool(scored_app) -> None:
+    text = get(f"http://127.0.0.1:{scored_app.metrics_port}/metrics")
+    assert 'poolscore_items_scored_total{device="cpu",strategy="ratio"} 1234.0' in text
+    assert 'poolscore_errors_total{code="INVALID_ARGUMENT"} 1.0' in text
+    assert 'poolscore_bytes_scored_total{device="cpu",strategy="ratio"} 29616.0' in text  # 1234 * 6 * 4
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_real_prometheus_scrapes_the_counters(scored_app, tmp_path: Path) -> None:
+    assert shutil.which("prometheus"), "scripts/setup.sh installs Debian's prometheus"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: poolscore\n    static_configs: [{{targets: ['127.0.0.1:{scored_app.metrics_port}']}}]\n")
+    port = free_port()
+    proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        poll("prometheus ready", lambda: "Ready" in get(f"{base}/-/ready"))
+        query = f"{base}/api/v1/query?query=poolscore_items_scored_total%7Bstrategy%3D%22ratio%22%7D"
+        result = poll("the scraped counter", lambda: json.loads(get(query))["data"]["result"])
+        assert float(result[0]["value"][1]) == 1234.0
+        assert result[0]["metric"]["job"] == "poolscore" and result[0]["metric"]["device"] == "cpu"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
