@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from poolscore.client import tensors
+from poolscore.client import tensors, wire
 from poolscore.client.errors import PoolscoreError, Unavailable, from_rpc_error
 from poolscore.client.pools import Batch, batches_of
 from poolscore.v1 import scoring_pb2 as pb
@@ -55,13 +55,13 @@ class _Requests:
     """A request iterator that keeps its own exception: gRPC reports it only as
     "Exception iterating requests!", and the caller deserves the real one."""
 
-    def __init__(self, source: Iterator[pb.ScoreRequest]) -> None:
+    def __init__(self, source: Iterator[bytes]) -> None:
         self._source, self.error = source, None
 
     def __iter__(self) -> "_Requests":
         return self
 
-    def __next__(self) -> pb.ScoreRequest:
+    def __next__(self) -> bytes:
         try:
             return next(self._source)
         except StopIteration:
@@ -93,6 +93,11 @@ class Client:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes)])
         self._stub = pb_grpc.PoolScorerStub(self._channel)
+        # the tensor-carrying calls take bytes that wire.py built (no serializer: no copy)
+        method = f"/{pb.DESCRIPTOR.services_by_name['PoolScorer'].full_name}/"
+        self._score_pool = self._channel.stream_unary(method + "ScorePool", None, pb.TopK.FromString)
+        self._score = self._channel.stream_stream(method + "Score", None, pb.ScoreAck.FromString)
+        self._score_batch = self._channel.unary_unary(method + "ScoreBatch", None, pb.ScoreBatchReply.FromString)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._next_seq: dict[str, int] = {}
 
@@ -135,10 +140,9 @@ class Client:
         parts = []
         whole = Batch(None if array is None else np.asarray(array), None if ids is None else np.asarray(ids), embedding)
         for part in batches_of([whole], self.batch_bytes):
-            req = pb.ScoreBatchRequest(strategy=spec)
-            _fill(req, part)
+            req = wire.encode(pb.ScoreBatchRequest(strategy=spec), part, wire.SCORE_BATCH_REQUEST)
             with _mapped():
-                parts.append(tensors.decode(self._stub.ScoreBatch(req, timeout=self.timeout).scores))
+                parts.append(tensors.decode(self._score_batch(req, timeout=self.timeout).scores))
         return np.concatenate(parts) if parts else np.empty(0, np.float32)
 
     # --- a whole pool in one call -----------------------------------------------------------
@@ -153,18 +157,16 @@ class Client:
         spec = strategy_spec(strategy, options)
         source = batches_of(pool, self.batch_bytes, ids=ids, embedding=embedding, keys=keys, **(columns or {}))
 
-        def requests() -> Iterator[pb.ScoreRequest]:
-            yield pb.ScoreRequest(strategy=spec, k=k)  # the header: a pool of no rows still answers
+        def requests() -> Iterator[bytes]:
+            yield pb.ScoreRequest(strategy=spec, k=k).SerializeToString()  # a pool of no rows still answers
             for batch in source:
-                req = pb.ScoreRequest()
-                _fill(req, batch)
-                yield req
+                yield wire.encode(pb.ScoreRequest(), batch, wire.SCORE_REQUEST)
                 if progress is not None:
                     progress(batch.rows)
 
         stream = _Requests(requests())
         with _mapped(stream):
-            return TopK.from_pb(self._stub.ScorePool(stream, timeout=self.timeout))
+            return TopK.from_pb(self._score_pool(stream, timeout=self.timeout))
 
     # --- sessions -------------------------------------------------------------------------------
 
@@ -204,33 +206,20 @@ class Client:
         first = 0 if resume else start
         ack = pb.ScoreAck(session_id=session_id, seq=start - 1)
 
-        def requests() -> Iterator[pb.ScoreRequest]:
+        def requests() -> Iterator[bytes]:
             for seq, batch in enumerate(batches_of(batches, self.batch_bytes), start=first):
                 if seq < start:
                     continue  # committed before the stream broke: not sent again
-                req = pb.ScoreRequest(session_id=session_id, seq=seq)
-                _fill(req, batch)
-                yield req
+                yield wire.encode(pb.ScoreRequest(session_id=session_id, seq=seq), batch, wire.SCORE_REQUEST)
                 if progress is not None:
                     progress(batch.rows)
 
         stream = _Requests(requests())
         try:
             with _mapped(stream):
-                for ack in self._stub.Score(stream, timeout=self.timeout):
+                for ack in self._score(stream, timeout=self.timeout):
                     self._next_seq[session_id] = ack.seq + 1
         except BaseException:
             self._next_seq.pop(session_id, None)  # ask the server next time
             raise
         return ack
-
-
-def _fill(req: pb.ScoreRequest | pb.ScoreBatchRequest, batch: Batch) -> None:
-    if batch.logits is not None:
-        tensors.fill(req.logits, batch.logits)
-    if batch.embedding is not None:
-        tensors.fill(req.embedding, batch.embedding)
-    if batch.ids is not None:
-        tensors.fill(req.ids, batch.ids)
-    if batch.keys is not None:
-        req.keys.extend(batch.keys)

@@ -22,8 +22,8 @@ def encode(a: np.ndarray) -> pb.Tensor:
     return fill(pb.Tensor(), a)
 
 
-def fill(t: pb.Tensor, a: np.ndarray) -> pb.Tensor:
-    """Write `a` into the message field `t` in place (one copy of the bytes, no CopyFrom).
+def wire_dtype(a: np.ndarray) -> tuple[int, np.ndarray]:
+    """The wire dtype of `a`, and `a` as C-contiguous little-endian (a copy only if it was not).
 
     Other integer dtypes widen to int64; other floats must be converted by the caller."""
     a = np.asarray(a)
@@ -32,9 +32,14 @@ def fill(t: pb.Tensor, a: np.ndarray) -> pb.Tensor:
     wire = _WIRE.get(a.dtype.newbyteorder("=") if a.dtype.byteorder not in "=|" else a.dtype)
     if wire is None:
         raise TypeError(f"arrays of {a.dtype} cannot be sent; use float16/32/64, bfloat16 or int64")
-    data = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    return wire, np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+
+
+def fill(t: pb.Tensor, a: np.ndarray) -> pb.Tensor:
+    """Write `a` into the message field `t` in place (tests and tools; the client uses wire.py)."""
+    wire, data = wire_dtype(a)
     t.dtype = wire
-    t.shape[:] = a.shape
+    t.shape[:] = data.shape
     t.data = data.tobytes()
     return t
 

@@ -10,14 +10,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from poolscore.server import device as devices
+from poolscore.server import device as devices, wire
 from poolscore.server.config import ServeConfig
 from poolscore.server.metrics import Metrics
 from poolscore.server.scoring import STRATEGIES, Scorer
 from poolscore.server.servicer import PoolScorer
 from poolscore.server.sessions import SessionStore
 from poolscore.v1 import scoring_pb2 as pb
-from poolscore.v1 import scoring_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["PoolScorer"].full_name
@@ -59,8 +58,8 @@ def build_server(config: ServeConfig) -> App:
                ("grpc.max_send_message_length", config.max_message_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),
                          options=options)
-    pb_grpc.add_PoolScorerServicer_to_server(
-        PoolScorer(config, scorer, SessionStore(config.max_sessions, config.session_ttl_s), metrics), server)
+    server.add_generic_rpc_handlers((_handlers(
+        PoolScorer(config, scorer, SessionStore(config.max_sessions, config.session_ttl_s), metrics)),))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
@@ -70,6 +69,21 @@ def build_server(config: ServeConfig) -> App:
         raise OSError(f"could not bind {config.host}:{config.port}")
     http, metrics_port = _serve_metrics(config, metrics)
     return App(server, port, metrics_port, scorer, checker, http)
+
+
+def _handlers(s: PoolScorer) -> grpc.GenericRpcHandler:
+    """The generated table, but tensor-carrying requests are read by wire.py (zero-copy)."""
+    out = lambda m: m.SerializeToString()  # noqa: E731
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "ScorePool": grpc.stream_unary_rpc_method_handler(s.ScorePool, wire.score_request, out),
+        "Score": grpc.stream_stream_rpc_method_handler(s.Score, wire.score_request, out),
+        "ScoreBatch": grpc.unary_unary_rpc_method_handler(s.ScoreBatch, wire.score_batch_request, out),
+        "CreateSession": grpc.unary_unary_rpc_method_handler(s.CreateSession, pb.CreateSessionRequest.FromString, out),
+        "GetSession": grpc.unary_unary_rpc_method_handler(s.GetSession, pb.SessionRef.FromString, out),
+        "GetTopK": grpc.unary_unary_rpc_method_handler(s.GetTopK, pb.SessionRef.FromString, out),
+        "DeleteSession": grpc.unary_unary_rpc_method_handler(s.DeleteSession, pb.SessionRef.FromString, out),
+        "ServerInfo": grpc.unary_unary_rpc_method_handler(s.ServerInfo, pb.ServerInfoRequest.FromString, out),
+    })
 
 
 def _warm(scorer: Scorer, names: str) -> None:

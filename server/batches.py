@@ -9,7 +9,7 @@ from poolscore.server import decode
 from poolscore.server.errors import BadInput
 from poolscore.server.scoring import Scorer
 from poolscore.server.spec import Spec
-from poolscore.v1 import scoring_pb2 as pb
+from poolscore.server.wire import Parsed
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,12 @@ class Scored:
     nbytes: int  # tensor bytes received
 
 
-def score(scorer: Scorer, spec: Spec, req: pb.ScoreRequest | pb.ScoreBatchRequest, first_row: int) -> Scored:
+def score(scorer: Scorer, spec: Spec, req: Parsed, first_row: int) -> Scored:
     """Raises BadInput (or UnknownStrategy) before anything is committed anywhere."""
     keys = list(getattr(req, "keys", ()))  # ScoreBatchRequest has no keys
-    x = decode.optional(req, "logits", "logits")
-    emb = decode.optional(req, "embedding", "embedding")
-    sent_ids = decode.optional(req, "ids", "ids")
+    x = decode.optional(req, "logits")
+    emb = decode.optional(req, "embedding")
+    sent_ids = decode.optional(req, "ids")
     rows = _rows(x, sent_ids, keys)
     if keys and sent_ids is not None:
         raise BadInput("keys", "send ids or keys, not both")
@@ -34,12 +34,12 @@ def score(scorer: Scorer, spec: Spec, req: pb.ScoreRequest | pb.ScoreBatchReques
         raise BadInput("keys", f"{len(keys)} keys for {rows} rows")
     ids = decode.ids(sent_ids, rows, first_row)  # keys: the row number stands in for the key
     scores = scorer.score(spec.strategy, x, embedding=emb, ids=ids, options=spec.options)
-    nbytes = sum(len(t.data) for t in (req.logits, req.embedding, req.ids))
+    nbytes = sum(len(t.data) for t in req.tensors.values())
     return Scored(scores, ids, keys or None, rows, nbytes)
 
 
-def carries_rows(req: pb.ScoreRequest) -> bool:
-    return req.HasField("logits") or req.HasField("ids") or bool(req.keys)
+def carries_rows(req: Parsed) -> bool:
+    return bool(req.tensors) or bool(req.keys)
 
 
 def _rows(x: torch.Tensor | None, ids: torch.Tensor | None, keys: list[str]) -> int:

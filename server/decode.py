@@ -7,6 +7,7 @@ import warnings
 import torch
 
 from poolscore.server.errors import BadInput
+from poolscore.server.wire import Parsed, RawTensor
 from poolscore.v1 import scoring_pb2 as pb
 
 DTYPES = {pb.FP16: torch.float16, pb.BF16: torch.bfloat16, pb.FP32: torch.float32,
@@ -14,7 +15,7 @@ DTYPES = {pb.FP16: torch.float16, pb.BF16: torch.bfloat16, pb.FP32: torch.float3
 WIRE_DTYPE = {v: k for k, v in DTYPES.items()}
 
 
-def tensor(t: pb.Tensor, field: str) -> torch.Tensor:
+def tensor(t: RawTensor, field: str) -> torch.Tensor:
     """A read-only view of `t.data` shaped `t.shape` (no copy); BadInput names what is off."""
     dtype = DTYPES.get(t.dtype)
     if dtype is None:
@@ -34,8 +35,9 @@ def tensor(t: pb.Tensor, field: str) -> torch.Tensor:
         return torch.frombuffer(data, dtype=dtype).view(shape)
 
 
-def optional(parent, name: str, field: str) -> torch.Tensor | None:
-    return tensor(getattr(parent, name), field) if parent.HasField(name) else None
+def optional(req: Parsed, name: str) -> torch.Tensor | None:
+    raw = req.tensor(name)
+    return None if raw is None else tensor(raw, name)
 
 
 def ids(t: torch.Tensor | None, rows: int, first: int, field: str = "ids") -> torch.Tensor:

@@ -1,0 +1,118 @@
+"""End to end: a pool streamed through a real poolscore server on loopback.
+
+Beside it, in the same run: (a) the peers, baal and modAL, scoring the same pool
+in-process and taking the top-K with NumPy, and (b) a bare grpcio stream of the same
+message bytes to a server that does nothing (the transport's limit). Servers run in
+their own processes, as deployed (each its own GIL).
+
+    python bench/e2e.py            # 2M x 10 and 200k x 1000 float32 logits, k = 1000
+    python bench/e2e.py --quick    # a tenth of the rows
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import PeerInput, peers_for  # noqa: E402
+from poolscore.client import Client  # noqa: E402
+from poolscore.client import wire  # noqa: E402
+from poolscore.client.client import strategy_spec  # noqa: E402
+from poolscore.client.pools import Batch, split  # noqa: E402
+from poolscore.v1 import scoring_pb2 as pb  # noqa: E402
+
+STRATEGY, K = "entropy", 1000
+
+
+def start(cmd: list[str], pattern: str) -> tuple[subprocess.Popen, str]:
+    """A server subprocess and its target, read from the line it prints when bound."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        found = re.search(pattern, line)
+        if found:
+            return proc, f"127.0.0.1:{found.group(1)}"
+    raise RuntimeError(f"{cmd[:4]} exited before listening")
+
+
+def timed(fn, repeats: int = 3) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def messages(logits: np.ndarray, batch_bytes: int) -> list[bytes]:
+    """The serialized ScoreRequests the client sends for this pool: the bytes on the wire."""
+    out = [pb.ScoreRequest(strategy=strategy_spec(STRATEGY, {}), k=K).SerializeToString()]
+    for part in split(Batch(logits), batch_bytes):
+        out.append(wire.encode(pb.ScoreRequest(), part, wire.SCORE_REQUEST))
+    return out
+
+
+def bare(target: str, msgs: list[bytes]) -> float:
+    with grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 1 << 30)]) as ch:
+        drain = ch.stream_unary("/bench.Sink/Drain")
+        return timed(lambda: drain(iter(msgs)))[0]
+
+
+def peer_top(peer, d: PeerInput) -> np.ndarray:
+    scores = peer(d)
+    top = np.argpartition(-scores, K)[:K]
+    return top[np.lexsort((top, -scores[top]))]
+
+
+def run_shape(n: int, c: int, ours: str, sink: str, batch_bytes: int) -> None:
+    logits = np.random.default_rng(0).normal(size=(n, c)).astype(np.float32)
+    gb = logits.nbytes / 1e9
+    with Client(ours, batch_bytes=batch_bytes, max_message_bytes=256 << 20) as client:
+        client.score_pool(logits[: min(n, 70_000)], STRATEGY, k=K)  # warm: compiled kernel, connection
+        t_ours, top = timed(lambda: client.score_pool(logits, STRATEGY, k=K))
+    t_bare = bare(sink, messages(logits, batch_bytes))
+    print(f"\n{n:,} x {c} float32 logits ({gb * 1e3:.0f} MB), {STRATEGY}, k={K}, batches of {batch_bytes >> 20} MiB")
+    row = lambda name, t: print(f"  {name:<34} {n / t / 1e6:7.2f} M rows/s  {gb / t:6.2f} GB/s  {t:7.3f} s")  # noqa: E731
+    row("poolscore end to end (loopback)", t_ours)
+    row("bare gRPC stream, no work (limit)", t_bare)
+    print(f"  -> poolscore / bare transport: {t_bare / t_ours:.2f}x of the limit (target >= 0.60)")
+    d = PeerInput(logits, np.arange(n))
+    for name, peer in peers_for(STRATEGY).items():
+        t_peer, peer_ids = timed(lambda: peer_top(peer, d), repeats=1)
+        row(f"{name} in-process + argpartition", t_peer)
+        print(f"  -> poolscore vs {name}: {t_peer / t_ours:.2f}x faster; same top-{K}: {np.array_equal(peer_ids, top.ids)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a tenth of the rows")
+    ap.add_argument("--batch-mib", type=int, default=4)
+    args = ap.parse_args()
+    scale = 10 if args.quick else 1
+    serve = [sys.executable, "-m", "poolscore.server.cli", "serve", "--port", "0", "--metrics-port", "-1",
+             "--compile", "sync", "--warm", STRATEGY, "--max-message-bytes", str(256 << 20), "--log-level", "WARNING"]
+    ours, ours_t = start(serve, r"listening on [\d.]+:(\d+)")
+    sink, sink_t = start([sys.executable, str(Path(__file__).with_name("sink_server.py"))], r"listening on (\d+)")
+    print(f"machine: {os.cpu_count()} cores; servers in their own processes on loopback")
+    try:
+        with Client(ours_t) as c:
+            c.wait_ready()
+            print(f"server: {c.info().device}")
+        for n, c in ((2_000_000 // scale, 10), (200_000 // scale, 1000)):
+            run_shape(n, c, ours_t, sink_t, args.batch_mib << 20)
+    finally:
+        for proc in (ours, sink):
+            proc.stdin.close()
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
