@@ -12,23 +12,26 @@ def vote_entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor,
     """-Σ_c (V_c/M) log(V_c/M), V_c = members whose argmax is c."""
     z = logits_of(x, kind, inv_t)
     share = class_counts(z.argmax(-1), x.shape[-1], z.dtype) / x.shape[1]  # argmax: [N, M]
-    return entropy_of_probabilities(share) + row_guard(x, kind)
+    return entropy_of_probabilities(share) + row_guard(z, z.amax(-1), kind)
 
 
-def _kl_to_mean(x: torch.Tensor, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
-    """KL(p_m ‖ p̄) per member, [N, M]; terms with p_m,c = 0 are 0."""
-    sm = softmax(logits_of(x, kind, inv_t))
+def _kl_to_mean(x: torch.Tensor, inv_t: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(p_m ‖ p̄) per member, [N, M] (terms with p_m,c = 0 are 0), and the row guard."""
+    z = logits_of(x, kind, inv_t)
+    sm = softmax(z)
     p = sm.p
     log_p = sm.d - torch.log(sm.s)
     log_mean = torch.log(p.mean(1, keepdim=True))
-    return torch.where(p > 0, p * (log_p - log_mean), 0.0).sum(-1)
+    return torch.where(p > 0, p * (log_p - log_mean), 0.0).sum(-1), sm.guard(z, kind)
 
 
 def kl_disagreement(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """mean_m KL(p_m ‖ p̄) (McCallum & Nigam 1998)."""
-    return _kl_to_mean(x, inv_t, kind).mean(1).clamp_min(0.0) + row_guard(x, kind)
+    kl, guard = _kl_to_mean(x, inv_t, kind)
+    return kl.mean(1).clamp_min(0.0) + guard
 
 
 def kl_max_disagreement(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """max_m KL(p_m ‖ p̄): the most disagreeing member (modAL's KL_max_disagreement)."""
-    return _kl_to_mean(x, inv_t, kind).amax(1).clamp_min(0.0) + row_guard(x, kind)
+    kl, guard = _kl_to_mean(x, inv_t, kind)
+    return kl.amax(1).clamp_min(0.0) + guard

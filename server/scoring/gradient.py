@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from poolscore.server.scoring.softmax import logits_of, row_guard, softmax
+from poolscore.server.scoring.softmax import logits_of, softmax
 
 
 def expected_gradient_length(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
@@ -13,8 +13,11 @@ def expected_gradient_length(x: torch.Tensor, emb: torch.Tensor | None, inv_t: t
     ‖p - e_c‖·‖h‖; ‖p - e_c‖² = Σp² - 2p_c + 1 keeps it O(C), with no [N, C, C] tensor.
     """
     assert emb is not None, "the registry declares that this strategy needs an embedding"
-    p = softmax(logits_of(x, kind, inv_t)).p
+    z = logits_of(x, kind, inv_t)
+    sm = softmax(z)
+    p = sm.p
     sq = (p * p).sum(-1, keepdim=True)
     dist = torch.sqrt((sq - 2.0 * p + 1.0).clamp_min(0.0))
     h = emb.to(p.dtype)
-    return torch.linalg.vector_norm(h, dim=-1) * (p * dist).sum(-1) + row_guard(x, kind) + row_guard(emb, "logits")
+    emb_ok = torch.where(torch.isfinite(h.sum(-1)), 0.0, float("nan"))  # NaN/Inf anywhere in h
+    return torch.linalg.vector_norm(h, dim=-1) * (p * dist).sum(-1) + sm.guard(z, kind) + emb_ok

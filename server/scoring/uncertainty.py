@@ -8,8 +8,10 @@ from poolscore.server.scoring.softmax import logits_of, row_guard, softmax
 
 def least_confidence(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """1 - max_c p_c = rest / (1 + rest): no probability formed, no cancellation."""
-    rest = softmax(logits_of(x, kind, inv_t)).rest.squeeze(-1)
-    return rest / (1.0 + rest) + row_guard(x, kind)
+    z = logits_of(x, kind, inv_t)
+    sm = softmax(z)
+    rest = sm.rest.squeeze(-1)
+    return rest / (1.0 + rest) + sm.guard(z, kind)
 
 
 def margin(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
@@ -17,16 +19,20 @@ def margin(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind:
     z = logits_of(x, kind, inv_t)
     top2 = torch.topk(z, 2, dim=-1).values
     runner_up = torch.exp(top2[..., 1] - top2[..., 0])
-    rest = softmax(z).rest.squeeze(-1)
-    return (rest + runner_up) / (1.0 + rest) + row_guard(x, kind)
+    sm = softmax(z)
+    rest = sm.rest.squeeze(-1)
+    return (rest + runner_up) / (1.0 + rest) + sm.guard(z, kind)
 
 
 def ratio(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """p_(2) / p_(1) = exp(z_(2) - z_(1)): the normaliser cancels."""
-    top2 = torch.topk(logits_of(x, kind, inv_t), 2, dim=-1).values
-    return torch.exp(top2[..., 1] - top2[..., 0]) + row_guard(x, kind)
+    z = logits_of(x, kind, inv_t)
+    top2 = torch.topk(z, 2, dim=-1).values
+    return torch.exp(top2[..., 1] - top2[..., 0]) + row_guard(z, top2[..., 0], kind)
 
 
 def entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """-Σ p log p in nats (the scorer rescales for bits or normalisation)."""
-    return softmax(logits_of(x, kind, inv_t)).entropy() + row_guard(x, kind)
+    z = logits_of(x, kind, inv_t)
+    sm = softmax(z)
+    return sm.entropy() + sm.guard(z, kind)
