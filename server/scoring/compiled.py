@@ -11,6 +11,7 @@ a restarted server's compilations cheap.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 from concurrent.futures import Future
@@ -67,8 +68,8 @@ class CompiledKernels:
         for s in strategies:
             if s.kernel is None:
                 continue
-            x = torch.zeros((64, 3, 8)[: s.rank - 1] + (8,), dtype=dtype, device=device)
-            emb = torch.zeros(64, 4, dtype=dtype, device=device) if s.needs_embedding else None
+            x = torch.zeros((64, 8, 16)[: s.rank - 1] + (16,), dtype=dtype, device=device)
+            emb = torch.zeros(64, 16, dtype=dtype, device=device) if s.needs_embedding else None
             futures.append(self._start(s, kind, x, emb, key_of(s, kind, x, emb)))
         return futures
 
@@ -92,7 +93,8 @@ class CompiledKernels:
         with self._lock:
             future = self._pending.get(key)
             if future is None:
-                example = (_example(x), None if emb is None else _example(emb))
+                ex = _example(x)
+                example = (ex, None if emb is None else _example(emb, rows=ex.shape[0]))
                 future = Future()
                 self._jobs.put((future, strategy, kind, example, key))
                 self._pending[key] = future
@@ -123,11 +125,13 @@ class CompiledKernels:
         log.info("compiled %s for %s %s rank %d on %s", strategy.name, kind, x.dtype, x.dim(), x.device)
 
 
-def _example(x: torch.Tensor) -> torch.Tensor:
-    """A small stand-in of the same dtype, rank and device, no axis of size 0 or 1.
+def _example(x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """A stand-in of the same dtype, rank, device and class count for compiling.
 
-    Sizes 0 and 1 would be specialised by dynamo; 2+ keeps every axis symbolic.
+    No axis of size 0 or 1 (dynamo would specialise them), and a realistic row count:
+    inductor picks threading and tiling from the example's sizes.
     """
-    shape = [max(n, 2) if i else 64 for i, n in enumerate(x.shape)]
-    shape = [min(n, 16) if i else n for i, n in enumerate(shape)]
-    return torch.rand(shape, device=x.device).to(x.dtype) + 0.5
+    inner = [max(n, 2) for n in x.shape[1:]]
+    inner[:-1] = [min(n, 16) for n in inner[:-1]]  # sample axes
+    rows = rows or max(2, min(16384, 2**22 // max(1, math.prod(inner))))
+    return torch.rand([rows, *inner], device=x.device).to(x.dtype) + 0.5
