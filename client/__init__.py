@@ -4,6 +4,7 @@ from poolscore.client.errors import (
     BadBatch, NotFound, OverLimit, PoolscoreError, SequenceGap, Unauthenticated, Unavailable,
 )
 from poolscore.client.pools import Batch
+from poolscore.client.sharding import merge, score_pool_sharded
 
-__all__ = ["Client", "TopK", "Batch", "PoolscoreError", "BadBatch", "NotFound", "SequenceGap",
+__all__ = ["Client", "TopK", "Batch", "merge", "score_pool_sharded", "PoolscoreError", "BadBatch", "NotFound", "SequenceGap",
            "OverLimit", "Unauthenticated", "Unavailable"]

@@ -51,9 +51,9 @@ class App:
 
 def build_server(config: ServeConfig) -> App:
     """A ready-to-start server bound to config.host:config.port (0: a free port)."""
-    scorer = Scorer(devices.choose(config.device), compile=config.compile)
-    _warm(scorer, config.warm)
     metrics = Metrics(CollectorRegistry())
+    scorer = Scorer(devices.choose(config.device), compile=config.compile, on_compiled=metrics.compiled.set)
+    _warm(scorer, config.warm)
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),

@@ -42,14 +42,15 @@ def test_compiled_kernel_still_names_the_bad_row(compiled_scorer: Scorer) -> Non
 
 
 def test_first_use_serves_eagerly_while_compiling_in_the_background() -> None:
-    s = Scorer("cpu", compile="background")
+    counts: list[int] = []
+    s = Scorer("cpu", compile="background", on_compiled=counts.append)  # the server's gauge hook
     try:
         x = torch.randn(64, 6, dtype=torch.float64)  # a key nothing else compiled
         key = key_of(strategy_named("least_confidence"), "logits", x, None)
         first = s.score("least_confidence", x)  # returns before the compilation finishes
         assert key not in s.kernels.ready_keys()
         s.kernels.wait()
-        assert key in s.kernels.ready_keys()
+        assert key in s.kernels.ready_keys() and counts == [1]
         torch.testing.assert_close(s.score("least_confidence", x), first, rtol=1e-12, atol=0)
     finally:
         s.close()

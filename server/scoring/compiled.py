@@ -34,10 +34,10 @@ def key_of(strategy: Strategy, kind: str, x: torch.Tensor, emb: torch.Tensor | N
 class CompiledKernels:
     """Per-key compiled kernels; `kernel_for` always answers at once."""
 
-    def __init__(self, mode: CompileMode = "background") -> None:
+    def __init__(self, mode: CompileMode = "background", on_ready: Callable[[int], None] | None = None) -> None:
         if mode not in ("off", "background", "sync"):
             raise ValueError(f"compile mode must be off, background or sync, got {mode!r}")
-        self.mode = mode
+        self.mode, self._on_ready = mode, on_ready  # on_ready(number of kernels ready), e.g. a gauge
         self._ready: dict[Key, Kernel] = {}
         self._pending: dict[Key, Future] = {}
         self._compiled: dict[str, Callable] = {}
@@ -122,6 +122,9 @@ class CompiledKernels:
             return
         with self._lock:
             self._ready[key] = torch._dynamo.run(compiled)
+            ready = len(self._ready)
+        if self._on_ready is not None:
+            self._on_ready(ready)
         log.info("compiled %s for %s %s rank %d on %s", strategy.name, kind, x.dtype, x.dim(), x.device)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -15,9 +16,10 @@ from poolscore.server.scoring.registry import STRATEGIES, Strategy, strategy_nam
 class Scorer:
     """Scores batches with any registered strategy on one device."""
 
-    def __init__(self, device: torch.device | str = "cpu", compile: CompileMode = "background") -> None:
+    def __init__(self, device: torch.device | str = "cpu", compile: CompileMode = "background",
+                 on_compiled: Callable[[int], None] | None = None) -> None:
         self.device = torch.device(device)
-        self.kernels = CompiledKernels(compile)
+        self.kernels = CompiledKernels(compile, on_compiled)
 
     def score(self, strategy: str | Strategy, x: torch.Tensor | None = None, *,
               embedding: torch.Tensor | None = None, ids: torch.Tensor | None = None,
