@@ -173,3 +173,15 @@ def test_server_info_lists_strategies_device_and_limits(client: Client) -> None:
     shapes = {s.name: s.input_shape for s in info.strategies}
     assert shapes["bald"] == "[N, T, C]" and shapes["entropy"] == "[N, C]" and "random" in shapes
     assert info.device.startswith("cpu") and info.limits.max_k == 10_000 and info.version
+
+
+def test_reflection_and_health_are_served(app) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(app.target) as channel:
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+        assert {"poolscore.v1.PoolScorer", "grpc.health.v1.Health"} <= services
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="poolscore.v1.PoolScorer"))
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
