@@ -39,6 +39,11 @@ class TopK:
         return cls(np.array(m.ids, np.int64), np.array(m.scores, np.float64), list(m.keys), m.items)
 
 
+def model_spec(model: str | None, samples: int, seed: int) -> pb.ModelSpec | None:
+    """A hosted model to run raw inputs through (None: batches carry logits)."""
+    return pb.ModelSpec(name=model, samples=samples, seed=seed) if model else None
+
+
 def strategy_spec(strategy: str, options: dict) -> pb.StrategySpec:
     unknown = set(options) - set(_OPTIONS)
     if unknown:
@@ -100,6 +105,7 @@ class Client:
         self._score_batch = self._channel.unary_unary(method + "ScoreBatch", None, pb.ScoreBatchReply.FromString)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._next_seq: dict[str, int] = {}
+        self._hosted: dict[str, bool] = {}  # session → its batches carry raw inputs
 
     def __enter__(self) -> "Client":
         return self
@@ -131,16 +137,27 @@ class Client:
         with _mapped():
             return self._stub.ServerInfo(pb.ServerInfoRequest(), timeout=self.timeout)
 
+    def reload_models(self) -> pb.ServerInfoReply:
+        """Have the server re-read its model repository; the reply lists models and load errors."""
+        with _mapped():
+            return self._stub.ReloadModels(pb.ReloadModelsRequest(), timeout=self.timeout)
+
     # --- stateless scoring ----------------------------------------------------------------
 
     def score_batch(self, array: np.ndarray | None, strategy: str = "entropy", *, embedding: np.ndarray | None = None,
-                    ids: np.ndarray | None = None, **options) -> np.ndarray:
-        """One score per row of `array` (float32; float64 for float64 input or `random`)."""
+                    ids: np.ndarray | None = None, model: str | None = None, samples: int = 0, model_seed: int = 0,
+                    **options) -> np.ndarray:
+        """One score per row of `array`: logits, or raw inputs for the hosted `model`.
+
+        Scores are float32 (float64 for float64 logits or `random`). `samples` > 0 runs that
+        many MC-dropout passes of the model."""
         spec = strategy_spec(strategy, options)
+        hosted = model_spec(model, samples, model_seed)
+        numbers = wire.SCORE_BATCH_REQUEST_INPUTS if hosted else wire.SCORE_BATCH_REQUEST
         parts = []
         whole = Batch(None if array is None else np.asarray(array), None if ids is None else np.asarray(ids), embedding)
         for part in batches_of([whole], self.batch_bytes):
-            req = wire.encode(pb.ScoreBatchRequest(strategy=spec), part, wire.SCORE_BATCH_REQUEST)
+            req = wire.encode(pb.ScoreBatchRequest(strategy=spec, model=hosted), part, numbers)
             with _mapped():
                 parts.append(tensors.decode(self._score_batch(req, timeout=self.timeout).scores))
         return np.concatenate(parts) if parts else np.empty(0, np.float32)
@@ -148,19 +165,23 @@ class Client:
     # --- a whole pool in one call -----------------------------------------------------------
 
     def score_pool(self, pool, strategy: str = "entropy", k: int = 100, *, ids=None, embedding=None, keys=None,
+                   model: str | None = None, samples: int = 0, model_seed: int = 0,
                    progress: Callable[[int], None] | None = None, columns: dict | None = None, **options) -> TopK:
         """The top-k of a pool: an array, an iterable of (ids, logits[, embedding]), or a pool file.
 
-        Batches are streamed without waiting for the server between them; `progress(rows)`
-        is called as each batch is handed to the transport.
+        With `model`, the arrays are raw inputs for that hosted model (`samples` > 0: MC
+        dropout passes). Batches are streamed without waiting for the server between them;
+        `progress(rows)` is called as each batch is handed to the transport.
         """
         spec = strategy_spec(strategy, options)
+        hosted = model_spec(model, samples, model_seed)
+        numbers = wire.SCORE_REQUEST_INPUTS if hosted else wire.SCORE_REQUEST
         source = batches_of(pool, self.batch_bytes, ids=ids, embedding=embedding, keys=keys, **(columns or {}))
 
         def requests() -> Iterator[bytes]:
-            yield pb.ScoreRequest(strategy=spec, k=k).SerializeToString()  # a pool of no rows still answers
+            yield pb.ScoreRequest(strategy=spec, k=k, model=hosted).SerializeToString()  # a pool of no rows still answers
             for batch in source:
-                yield wire.encode(pb.ScoreRequest(), batch, wire.SCORE_REQUEST)
+                yield wire.encode(pb.ScoreRequest(), batch, numbers)
                 if progress is not None:
                     progress(batch.rows)
 
@@ -170,8 +191,11 @@ class Client:
 
     # --- sessions -------------------------------------------------------------------------------
 
-    def create_session(self, strategy: str = "entropy", k: int = 100, *, session_id: str = "", **options) -> str:
-        req = pb.CreateSessionRequest(strategy=strategy_spec(strategy, options), k=k, session_id=session_id)
+    def create_session(self, strategy: str = "entropy", k: int = 100, *, session_id: str = "",
+                       model: str | None = None, samples: int = 0, model_seed: int = 0, **options) -> str:
+        """A scoring session; with `model`, its batches carry raw inputs for that hosted model."""
+        req = pb.CreateSessionRequest(strategy=strategy_spec(strategy, options), k=k, session_id=session_id,
+                                      model=model_spec(model, samples, model_seed))
         with _mapped():
             return self._stub.CreateSession(req, timeout=self.timeout).session_id
 
@@ -201,8 +225,12 @@ class Client:
         the pool re-read after a crash): batches the server already committed are skipped
         without being sent, and streaming goes on from the session's next_seq.
         """
-        start = self.get_session(session_id).next_seq if resume or session_id not in self._next_seq \
-            else self._next_seq[session_id]
+        known = self._next_seq.get(session_id)
+        session = self.get_session(session_id) if resume or known is None or session_id not in self._hosted else None
+        if session is not None:
+            self._hosted[session_id] = bool(session.model.name)
+        start = session.next_seq if session is not None else known
+        numbers = wire.SCORE_REQUEST_INPUTS if self._hosted[session_id] else wire.SCORE_REQUEST
         first = 0 if resume else start
         ack = pb.ScoreAck(session_id=session_id, seq=start - 1)
 
@@ -210,7 +238,7 @@ class Client:
             for seq, batch in enumerate(batches_of(batches, self.batch_bytes), start=first):
                 if seq < start:
                     continue  # committed before the stream broke: not sent again
-                yield wire.encode(pb.ScoreRequest(session_id=session_id, seq=seq), batch, wire.SCORE_REQUEST)
+                yield wire.encode(pb.ScoreRequest(session_id=session_id, seq=seq), batch, numbers)
                 if progress is not None:
                     progress(batch.rows)
 

@@ -17,6 +17,9 @@ from poolscore.v1 import scoring_pb2 as pb
 # tensor-valued field numbers (scoring.proto)
 SCORE_REQUEST = {"ids": 3, "logits": 5, "embedding": 6}
 SCORE_BATCH_REQUEST = {"logits": 2, "embedding": 3, "ids": 4}
+# with a hosted model, a batch's array travels as `inputs` instead of `logits`
+SCORE_REQUEST_INPUTS = {**SCORE_REQUEST, "logits": 10}
+SCORE_BATCH_REQUEST_INPUTS = {**SCORE_BATCH_REQUEST, "logits": 6}
 
 
 def _varint(value: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from poolscore.server import device as devices, wire
 from poolscore.server.config import ServeConfig
 from poolscore.server.metrics import Metrics
+from poolscore.server.models import ModelRepository
 from poolscore.server.scoring import STRATEGIES, Scorer
 from poolscore.server.servicer import PoolScorer
 from poolscore.server.sessions import SessionStore
@@ -58,8 +60,9 @@ def build_server(config: ServeConfig) -> App:
                ("grpc.max_send_message_length", config.max_message_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),
                          options=options)
-    server.add_generic_rpc_handlers((_handlers(
-        PoolScorer(config, scorer, SessionStore(config.max_sessions, config.session_ttl_s), metrics)),))
+    models = ModelRepository(Path(config.model_repo) if config.model_repo else None, scorer.device)
+    servicer = PoolScorer(config, scorer, SessionStore(config.max_sessions, config.session_ttl_s), metrics, models)
+    server.add_generic_rpc_handlers((_handlers(servicer),))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
@@ -83,6 +86,7 @@ def _handlers(s: PoolScorer) -> grpc.GenericRpcHandler:
         "GetTopK": grpc.unary_unary_rpc_method_handler(s.GetTopK, pb.SessionRef.FromString, out),
         "DeleteSession": grpc.unary_unary_rpc_method_handler(s.DeleteSession, pb.SessionRef.FromString, out),
         "ServerInfo": grpc.unary_unary_rpc_method_handler(s.ServerInfo, pb.ServerInfoRequest.FromString, out),
+        "ReloadModels": grpc.unary_unary_rpc_method_handler(s.ReloadModels, pb.ReloadModelsRequest.FromString, out),
     })
 
 

@@ -8,7 +8,7 @@ import torch
 from poolscore.server import decode
 from poolscore.server.errors import BadInput
 from poolscore.server.scoring import Scorer
-from poolscore.server.spec import Spec
+from poolscore.server.spec import Feed, Spec
 from poolscore.server.wire import Parsed
 
 
@@ -21,11 +21,14 @@ class Scored:
     nbytes: int  # tensor bytes received
 
 
-def score(scorer: Scorer, spec: Spec, req: Parsed, first_row: int) -> Scored:
+def score(scorer: Scorer, spec: Spec, req: Parsed, first_row: int, feed: Feed | None = None) -> Scored:
     """Raises BadInput (or UnknownStrategy) before anything is committed anywhere."""
     keys = list(getattr(req, "keys", ()))  # ScoreBatchRequest has no keys
     x = decode.optional(req, "logits")
     emb = decode.optional(req, "embedding")
+    inputs = decode.optional(req, "inputs")
+    if inputs is not None:
+        x, emb = _through_model(feed, x, emb, inputs)
     sent_ids = decode.optional(req, "ids")
     rows = _rows(x, sent_ids, keys)
     if keys and sent_ids is not None:
@@ -36,6 +39,15 @@ def score(scorer: Scorer, spec: Spec, req: Parsed, first_row: int) -> Scored:
     scores = scorer.score(spec.strategy, x, embedding=emb, ids=ids, options=spec.options)
     nbytes = sum(len(t.data) for t in req.tensors.values())
     return Scored(scores, ids, keys or None, rows, nbytes)
+
+
+def _through_model(feed: Feed | None, x, emb, inputs: torch.Tensor):
+    if feed is None:
+        raise BadInput("inputs", "raw inputs need a model: name it in CreateSession or the first message")
+    if x is not None:
+        raise BadInput("inputs", "send logits or inputs, not both")
+    logits, model_emb = feed.model.forward(inputs, feed.samples, feed.seed)
+    return logits, emb if emb is not None else model_emb
 
 
 def carries_rows(req: Parsed) -> bool:

@@ -17,6 +17,7 @@ class ServeConfig:
     device: str = "auto"  # auto = cuda when torch sees one, else cpu
     compile: str = "background"  # torch.compile the kernels: off, background (serve eagerly meanwhile), sync
     warm: str = "entropy,margin,least_confidence"  # kernels compiled at start ("" for none, "all")
+    model_repo: str = ""  # a folder of model folders (see README); "" hosts none
     max_sessions: int = 1024
     max_k: int = 1_000_000
     max_message_bytes: int = 64 * 1024 * 1024

@@ -13,24 +13,29 @@ from poolscore.server.errors import BadInput
 from poolscore.server.metrics import Metrics
 from poolscore.server.scoring import STRATEGIES, Scorer
 from poolscore.server.sessions import Session, SessionStore
-from poolscore.server.spec import Spec, check_k, parse
+from poolscore.server.models import ModelRepository, model_info
+from poolscore.server.spec import Feed, Spec, check_k, feed_for, parse
 from poolscore.server.statuses import maps_errors
 from poolscore.server.topk import TopK
+from poolscore.server.wire import Parsed
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
 
 
 class PoolScorer(pb_grpc.PoolScorerServicer):
-    def __init__(self, config: ServeConfig, scorer: Scorer, sessions: SessionStore, metrics: Metrics) -> None:
+    def __init__(self, config: ServeConfig, scorer: Scorer, sessions: SessionStore, metrics: Metrics,
+                 models: ModelRepository) -> None:
         self.config, self.scorer, self.sessions, self.metrics = config, scorer, sessions, metrics
+        self.models = models
         self.device = scorer.device.type
 
     @maps_errors
     def ScorePool(self, requests: Iterator[pb.ScoreRequest], context) -> pb.TopK:
         session: Session | None = None
         for seq, req in enumerate(requests):
-            if session is None:  # the first message opens the pool: strategy and k
-                session = Session("pool", parse(req.strategy), self._empty_top(req.k))
+            if session is None:  # the first message opens the pool: strategy, k, model
+                spec = parse(req.strategy)
+                session = Session("pool", spec, self._empty_top(req.k), feed=feed_for(req.model, spec, self.models))
                 if not batches.carries_rows(req):
                     continue  # a header alone: a pool of no rows still gets its (empty) top-K
             with self.metrics.batch_seconds.labels("ScorePool").time():
@@ -52,7 +57,9 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     @maps_errors
     def CreateSession(self, req: pb.CreateSessionRequest, context) -> pb.Session:
-        session = self.sessions.create(parse(req.strategy), self._empty_top(req.k), req.session_id)
+        spec = parse(req.strategy)
+        session = self.sessions.create(spec, self._empty_top(req.k), req.session_id,
+                                       feed_for(req.model, spec, self.models))
         self.metrics.sessions.set(len(self.sessions))
         return _session_reply(session)
 
@@ -76,12 +83,21 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def ScoreBatch(self, req: pb.ScoreBatchRequest, context) -> pb.ScoreBatchReply:
         with self.metrics.batch_seconds.labels("ScoreBatch").time():
             spec = parse(req.strategy)
-            scored = self._score(spec, 0, req, first_row=0)
+            scored = self._score(spec, 0, req, 0, feed_for(req.model, spec, self.models))
             return pb.ScoreBatchReply(scores=decode.encode(scored.scores))
 
     @maps_errors
     def ServerInfo(self, req: pb.ServerInfoRequest, context) -> pb.ServerInfoReply:
+        return self._info()
+
+    @maps_errors
+    def ReloadModels(self, req: pb.ReloadModelsRequest, context) -> pb.ServerInfoReply:
+        self.models.reload()
+        return self._info()
+
+    def _info(self) -> pb.ServerInfoReply:
         return pb.ServerInfoReply(
+            models=[model_info(m) for m in self.models.models.values()], model_errors=self.models.errors,
             version=_version(), device=describe(self.scorer.device),
             strategies=[pb.StrategyInfo(name=s.name, input_shape=s.shape, summary=s.summary,
                                         needs_embedding=s.needs_embedding, entropic=s.entropic)
@@ -94,13 +110,13 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def _apply(self, session: Session, seq: int, req: pb.ScoreRequest) -> None:
         """Score one batch and commit it to the session, or raise with the session untouched."""
         session.check_keys(bool(req.keys), seq)
-        scored = self._score(session.spec, seq, req, first_row=session.items)
+        scored = self._score(session.spec, seq, req, session.items, session.feed)
         session.commit(seq, session.top.merged(scored.scores, scored.ids), scored.rows, scored.keys)
 
-    def _score(self, spec: Spec, seq: int, req: pb.ScoreRequest | pb.ScoreBatchRequest, first_row: int) -> batches.Scored:
+    def _score(self, spec: Spec, seq: int, req: Parsed, first_row: int, feed: Feed | None) -> batches.Scored:
         try:
             with self.metrics.kernel_seconds.labels(spec.strategy.name).time():
-                scored = batches.score(self.scorer, spec, req, first_row)
+                scored = batches.score(self.scorer, spec, req, first_row, feed)
         except BadInput as err:
             raise err.in_batch(seq) from None
         self.metrics.scored(spec.strategy.name, self.device, scored.rows, scored.nbytes)
@@ -112,7 +128,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
 
 def _session_reply(s: Session) -> pb.Session:
-    return pb.Session(session_id=s.id, strategy=s.spec.wire, k=s.top.k, next_seq=s.next_seq, items=s.items)
+    return pb.Session(session_id=s.id, strategy=s.spec.wire, k=s.top.k, next_seq=s.next_seq, items=s.items,
+                      model=s.feed.wire if s.feed else None)
 
 
 def _top_reply(s: Session) -> pb.TopK:

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from poolscore.server.errors import BadInput, OverLimit, SequenceGap, SessionNotFound
-from poolscore.server.spec import Spec
+from poolscore.server.spec import Feed, Spec
 from poolscore.server.topk import TopK
 
 
@@ -23,6 +23,7 @@ class Session:
     top: TopK
     next_seq: int = 0
     items: int = 0
+    feed: Feed | None = None  # the hosted model, when batches carry raw inputs
     keyed: bool | None = None  # set by the first batch: string keys or int64 ids, never both
     keys: dict[int, str] = field(default_factory=dict)  # surrogate id → key, for ids in top only
     used: float = field(default_factory=time.monotonic)
@@ -59,14 +60,14 @@ class SessionStore:
         self._lock = threading.Lock()
         self.max_sessions, self.ttl_s = max_sessions, ttl_s
 
-    def create(self, spec: Spec, top: TopK, session_id: str = "") -> Session:
+    def create(self, spec: Spec, top: TopK, session_id: str = "", feed: Feed | None = None) -> Session:
         with self._lock:
             self._expire()
             if session_id and session_id in self._sessions:
                 return self._sessions[session_id]  # a retried create: same session back
             if len(self._sessions) >= self.max_sessions:
                 raise OverLimit(f"sessions: all {self.max_sessions} in use; delete finished ones")
-            session = Session(session_id or uuid.uuid4().hex, spec, top)
+            session = Session(session_id or uuid.uuid4().hex, spec, top, feed=feed)
             self._sessions[session.id] = session
             return session
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from poolscore.server.errors import BadInput
+from poolscore.server.errors import BadInput, OverLimit
 from poolscore.server.scoring import STRATEGIES, ScoreOptions, Strategy, strategy_named
 from poolscore.v1 import scoring_pb2 as pb
 
@@ -33,8 +33,33 @@ def parse(spec: pb.StrategySpec) -> Spec:
     return Spec(strategy_named(spec.name), options, spec)
 
 
+@dataclass(frozen=True)
+class Feed:
+    """A hosted model that turns a batch's raw inputs into the strategy's logits."""
+    model: object  # models.HostedModel or models.Committee
+    samples: int
+    seed: int
+    wire: pb.ModelSpec
+
+
+def feed_for(wire: pb.ModelSpec, spec: Spec, models) -> Feed | None:
+    """Resolve and check the request's model against the strategy's input shape, or None."""
+    if not wire.name:
+        return None
+    model = models.get(wire.name)
+    committee = getattr(model.config, "committee", ())
+    sampled = committee or wire.samples > 0
+    if spec.strategy.rank == 3 and not sampled:
+        raise BadInput("model.samples", f"strategy {spec.strategy.name} needs {spec.strategy.shape}: "
+                                        f"set samples > 0 (MC dropout) or use a committee")
+    if spec.strategy.rank == 2 and sampled:
+        raise BadInput("model", f"strategy {spec.strategy.name} takes [N, C]; {wire.name} would give a sample axis")
+    if wire.samples < 0:
+        raise BadInput("model.samples", f"must be ≥ 0, got {wire.samples}")
+    return Feed(model, wire.samples, wire.seed, wire)
+
+
 def check_k(k: int, max_k: int) -> int:
-    from poolscore.server.errors import OverLimit
     if k <= 0:
         raise BadInput("k", f"must be > 0, got {k}")
     if k > max_k:

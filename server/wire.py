@@ -110,8 +110,8 @@ def _tensor(buf: memoryview, field: str) -> RawTensor:
 
 
 # Tensor-valued field numbers of each message that carries tensors (scoring.proto)
-_SCORE_REQUEST = {3: "ids", 5: "logits", 6: "embedding"}
-_SCORE_BATCH_REQUEST = {2: "logits", 3: "embedding", 4: "ids"}
+_SCORE_REQUEST = {3: "ids", 5: "logits", 6: "embedding", 10: "inputs"}
+_SCORE_BATCH_REQUEST = {2: "logits", 3: "embedding", 4: "ids", 6: "inputs"}
 
 
 def _parse(data: bytes, tensor_fields: dict[int, str], cls) -> Parsed | Unparsable:

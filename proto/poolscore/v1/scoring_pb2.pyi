@@ -57,8 +57,18 @@ class StrategySpec(_message.Message):
     seed: int
     def __init__(self, name: _Optional[str] = ..., input_kind: _Optional[_Union[InputKind, str]] = ..., temperature: _Optional[float] = ..., base: _Optional[float] = ..., normalized: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
 
+class ModelSpec(_message.Message):
+    __slots__ = ("name", "samples", "seed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    samples: int
+    seed: int
+    def __init__(self, name: _Optional[str] = ..., samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
 class ScoreRequest(_message.Message):
-    __slots__ = ("session_id", "seq", "ids", "keys", "logits", "embedding", "strategy", "k")
+    __slots__ = ("session_id", "seq", "ids", "keys", "logits", "embedding", "strategy", "k", "model", "inputs")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +77,8 @@ class ScoreRequest(_message.Message):
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     seq: int
     ids: Tensor
@@ -75,7 +87,9 @@ class ScoreRequest(_message.Message):
     embedding: Tensor
     strategy: StrategySpec
     k: int
-    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., ids: _Optional[_Union[Tensor, _Mapping]] = ..., keys: _Optional[_Iterable[str]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
+    model: ModelSpec
+    inputs: Tensor
+    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., ids: _Optional[_Union[Tensor, _Mapping]] = ..., keys: _Optional[_Iterable[str]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ScoreAck(_message.Message):
     __slots__ = ("session_id", "seq", "items")
@@ -88,14 +102,16 @@ class ScoreAck(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., items: _Optional[int] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("strategy", "k", "session_id")
+    __slots__ = ("strategy", "k", "session_id", "model")
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     strategy: StrategySpec
     k: int
     session_id: str
-    def __init__(self, strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., session_id: _Optional[str] = ...) -> None: ...
+    model: ModelSpec
+    def __init__(self, strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., session_id: _Optional[str] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class SessionRef(_message.Message):
     __slots__ = ("session_id",)
@@ -104,18 +120,20 @@ class SessionRef(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "strategy", "k", "next_seq", "items")
+    __slots__ = ("session_id", "strategy", "k", "next_seq", "items", "model")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     strategy: StrategySpec
     k: int
     next_seq: int
     items: int
-    def __init__(self, session_id: _Optional[str] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., next_seq: _Optional[int] = ..., items: _Optional[int] = ...) -> None: ...
+    model: ModelSpec
+    def __init__(self, session_id: _Optional[str] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., next_seq: _Optional[int] = ..., items: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class TopK(_message.Message):
     __slots__ = ("ids", "scores", "keys", "items")
@@ -130,16 +148,20 @@ class TopK(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ..., keys: _Optional[_Iterable[str]] = ..., items: _Optional[int] = ...) -> None: ...
 
 class ScoreBatchRequest(_message.Message):
-    __slots__ = ("strategy", "logits", "embedding", "ids")
+    __slots__ = ("strategy", "logits", "embedding", "ids", "model", "inputs")
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     LOGITS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     strategy: StrategySpec
     logits: Tensor
     embedding: Tensor
     ids: Tensor
-    def __init__(self, strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., ids: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    model: ModelSpec
+    inputs: Tensor
+    def __init__(self, strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., ids: _Optional[_Union[Tensor, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ScoreBatchReply(_message.Message):
     __slots__ = ("scores",)
@@ -175,16 +197,59 @@ class Limits(_message.Message):
     max_sessions: int
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_k: _Optional[int] = ..., max_sessions: _Optional[int] = ...) -> None: ...
 
+class TensorSignature(_message.Message):
+    __slots__ = ("name", "dtype", "shape")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "platform", "input", "logits_output", "embedding_output", "default_strategy", "mc_dropout", "members")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    MC_DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    platform: str
+    input: TensorSignature
+    logits_output: str
+    embedding_output: str
+    default_strategy: str
+    mc_dropout: bool
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., platform: _Optional[str] = ..., input: _Optional[_Union[TensorSignature, _Mapping]] = ..., logits_output: _Optional[str] = ..., embedding_output: _Optional[str] = ..., default_strategy: _Optional[str] = ..., mc_dropout: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ServerInfoReply(_message.Message):
-    __slots__ = ("version", "device", "strategies", "limits", "models")
+    __slots__ = ("version", "device", "strategies", "limits", "models", "model_errors")
+    class ModelErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     STRATEGIES_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ERRORS_FIELD_NUMBER: _ClassVar[int]
     version: str
     device: str
     strategies: _containers.RepeatedCompositeFieldContainer[StrategyInfo]
     limits: Limits
-    models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., strategies: _Optional[_Iterable[_Union[StrategyInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    model_errors: _containers.ScalarMap[str, str]
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., strategies: _Optional[_Iterable[_Union[StrategyInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., model_errors: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReloadModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

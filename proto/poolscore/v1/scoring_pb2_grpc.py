@@ -74,6 +74,11 @@ class PoolScorerStub:
                 request_serializer=poolscore_dot_v1_dot_scoring__pb2.ServerInfoRequest.SerializeToString,
                 response_deserializer=poolscore_dot_v1_dot_scoring__pb2.ServerInfoReply.FromString,
                 _registered_method=True)
+        self.ReloadModels = channel.unary_unary(
+                '/poolscore.v1.PoolScorer/ReloadModels',
+                request_serializer=poolscore_dot_v1_dot_scoring__pb2.ReloadModelsRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_scoring__pb2.ServerInfoReply.FromString,
+                _registered_method=True)
 
 
 class PoolScorerServicer:
@@ -131,6 +136,13 @@ class PoolScorerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadModels(self, request, context):
+        """Re-read the model repository: new and changed models load, broken ones are reported.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PoolScorerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +184,11 @@ def add_PoolScorerServicer_to_server(servicer, server):
             'ServerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerInfo,
                     request_deserializer=poolscore_dot_v1_dot_scoring__pb2.ServerInfoRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_scoring__pb2.ServerInfoReply.SerializeToString,
+            ),
+            'ReloadModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadModels,
+                    request_deserializer=poolscore_dot_v1_dot_scoring__pb2.ReloadModelsRequest.FromString,
                     response_serializer=poolscore_dot_v1_dot_scoring__pb2.ServerInfoReply.SerializeToString,
             ),
     }
@@ -390,6 +407,33 @@ class PoolScorer:
             target,
             '/poolscore.v1.PoolScorer/ServerInfo',
             poolscore_dot_v1_dot_scoring__pb2.ServerInfoRequest.SerializeToString,
+            poolscore_dot_v1_dot_scoring__pb2.ServerInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poolscore.v1.PoolScorer/ReloadModels',
+            poolscore_dot_v1_dot_scoring__pb2.ReloadModelsRequest.SerializeToString,
             poolscore_dot_v1_dot_scoring__pb2.ServerInfoReply.FromString,
             options,
             channel_credentials,
