@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from poolscore.server.scoring.softmax import logits_of, row_guard, softmax
+from poolscore.server.scoring.softmax import logits_of, softmax
 
 
 def least_confidence(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
@@ -17,18 +17,16 @@ def least_confidence(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Ten
 def margin(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """1 - (p_(1) - p_(2)) = (rest + e_(2)) / (1 + rest), e_(2) = exp(z_(2) - z_(1))."""
     z = logits_of(x, kind, inv_t)
-    top2 = torch.topk(z, 2, dim=-1).values
-    runner_up = torch.exp(top2[..., 1] - top2[..., 0])
     sm = softmax(z)
     rest = sm.rest.squeeze(-1)
-    return (rest + runner_up) / (1.0 + rest) + sm.guard(z, kind)
+    return (rest + sm.runner_up()) / (1.0 + rest) + sm.guard(z, kind)
 
 
 def ratio(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """p_(2) / p_(1) = exp(z_(2) - z_(1)): the normaliser cancels."""
     z = logits_of(x, kind, inv_t)
-    top2 = torch.topk(z, 2, dim=-1).values
-    return torch.exp(top2[..., 1] - top2[..., 0]) + row_guard(z, top2[..., 0], kind)
+    sm = softmax(z)  # its unused sums are dropped by the compiler
+    return sm.runner_up() + sm.guard(z, kind)
 
 
 def entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
