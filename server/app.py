@@ -15,10 +15,11 @@ from poolscore.server import device as devices, wire
 from poolscore.server.config import ServeConfig
 from poolscore.server.metrics import Metrics
 from poolscore.server.models import ModelRepository
+from poolscore.server.oip_servicer import SERVICE as OIP_SERVICE, InferenceServicer
 from poolscore.server.scoring import STRATEGIES, Scorer
-from poolscore.server.servicer import PoolScorer
+from poolscore.server.servicer import PoolScorer, version as servicer_version
 from poolscore.server.sessions import SessionStore
-from poolscore.v1 import scoring_pb2 as pb
+from poolscore.v1 import inference_pb2 as oip, scoring_pb2 as pb
 
 log = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["PoolScorer"].full_name
@@ -62,7 +63,8 @@ def build_server(config: ServeConfig) -> App:
                          options=options)
     models = ModelRepository(Path(config.model_repo) if config.model_repo else None, scorer.device)
     servicer = PoolScorer(config, scorer, SessionStore(config.max_sessions, config.session_ttl_s), metrics, models)
-    server.add_generic_rpc_handlers((_handlers(servicer),))
+    server.add_generic_rpc_handlers((_handlers(servicer), _oip_handlers(
+        InferenceServicer(scorer, models, metrics, servicer_version()))))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
@@ -88,6 +90,15 @@ def _handlers(s: PoolScorer) -> grpc.GenericRpcHandler:
         "ServerInfo": grpc.unary_unary_rpc_method_handler(s.ServerInfo, pb.ServerInfoRequest.FromString, out),
         "ReloadModels": grpc.unary_unary_rpc_method_handler(s.ReloadModels, pb.ReloadModelsRequest.FromString, out),
     })
+
+
+def _oip_handlers(s: InferenceServicer) -> grpc.GenericRpcHandler:
+    out = lambda m: m.SerializeToString()  # noqa: E731
+    calls = {"ServerLive": oip.ServerLiveRequest, "ServerReady": oip.ServerReadyRequest,
+             "ModelReady": oip.ModelReadyRequest, "ServerMetadata": oip.ServerMetadataRequest,
+             "ModelMetadata": oip.ModelMetadataRequest, "ModelInfer": oip.ModelInferRequest}
+    return grpc.method_handlers_generic_handler(OIP_SERVICE, {
+        name: grpc.unary_unary_rpc_method_handler(getattr(s, name), req.FromString, out) for name, req in calls.items()})
 
 
 def _warm(scorer: Scorer, names: str) -> None:

@@ -44,6 +44,14 @@ class SessionNotFound(PoolscoreError, KeyError):
         return self.args[0]
 
 
+class ModelNotFound(PoolscoreError, KeyError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no model or scorer named {name!r}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 class SequenceGap(PoolscoreError):
     def __init__(self, session_id: str, expected: int, got: int) -> None:
         super().__init__(

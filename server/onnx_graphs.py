@@ -92,8 +92,8 @@ class _Softmax:
         self.e = g.op("Exp", self.d)
         below = g.reduce("ReduceSum", g.where(g.op("Less", self.d, zero), self.e, zero), -1, keepdims=True)
         total = g.reduce("ReduceSum", self.e, -1, keepdims=True)
-        ties = g.op("Greater", g.op("Sub", total, below), g.c(1.5))
-        self.rest = g.where(ties, g.op("Sub", total, g.c(1.0)), below)
+        self.ties = g.op("Greater", g.op("Sub", total, below), g.c(1.5))  # two maxima or more
+        self.rest = g.where(self.ties, g.op("Sub", total, g.c(1.0)), below)
         self.s = g.op("Add", g.c(1.0), self.rest)
         self.guard = _guard(g, z, self.m, kind)
         self.g = g
@@ -199,11 +199,21 @@ def _kl_max_disagreement(g: _G, z: str, kind: str, emb: str | None) -> str:
 
 
 def _expected_gradient_length(g: _G, z: str, kind: str, emb: str | None) -> str:
-    """‖h‖ · Σ_c p_c ‖p - e_c‖, ‖p - e_c‖² = Σp² - 2p_c + 1; NaN/Inf in h gives NaN."""
+    """‖h‖ · Σ_c p_c ‖p - e_c‖; NaN/Inf in h gives NaN.
+
+    gradient.py's ‖p - e_c‖² = Σp² - 2p_c + 1 is kept for every class but a unique max, where it
+    is well conditioned (p_c < 1/2). For the max it cancels (torch loses up to half the score on
+    a confident row), so there ‖p - e_c‖ = rest·√(1 + Σ_{j≠c} (e_j/rest)²) / s: sums of small parts.
+    """
     sm = _Softmax(g, z, kind)
     p = sm.p()
     sq = g.reduce("ReduceSum", g.op("Mul", p, p), -1, keepdims=True)
-    dist = g.op("Sqrt", g.clamp0(g.op("Add", g.op("Sub", sq, g.op("Mul", g.c(2.0), p)), g.c(1.0))))
+    far = g.op("Sqrt", g.clamp0(g.op("Add", g.op("Sub", sq, g.op("Mul", g.c(2.0), p)), g.c(1.0))))
+    small = g.op("And", g.op("Less", sm.d, g.c(0.0)), g.op("Greater", sm.e, g.c(0.0)))  # so rest > 0
+    q = g.where(small, g.op("Div", sm.e, sm.rest), g.c(0.0))
+    q2 = g.reduce("ReduceSum", g.op("Mul", q, q), -1, keepdims=True)
+    near = g.op("Div", g.op("Mul", sm.rest, g.op("Sqrt", g.op("Add", g.c(1.0), q2))), sm.s)
+    dist = g.where(g.op("Or", g.op("Less", sm.d, g.c(0.0)), sm.ties), far, near)
     emb_ok = g.where(g.finite(g.reduce("ReduceSum", emb, -1)), g.c(0.0), g.c(np.nan))
     score = g.op("Mul", g.reduce("ReduceL2", emb, -1), g.reduce("ReduceSum", g.op("Mul", p, dist), -1))
     return g.op("Add", g.op("Add", score, sm.guard), emb_ok)

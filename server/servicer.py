@@ -98,7 +98,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def _info(self) -> pb.ServerInfoReply:
         return pb.ServerInfoReply(
             models=[model_info(m) for m in self.models.models.values()], model_errors=self.models.errors,
-            version=_version(), device=describe(self.scorer.device),
+            version=version(), device=describe(self.scorer.device),
             strategies=[pb.StrategyInfo(name=s.name, input_shape=s.shape, summary=s.summary,
                                         needs_embedding=s.needs_embedding, entropic=s.entropic)
                         for s in STRATEGIES.values()],
@@ -138,7 +138,7 @@ def _top_reply(s: Session) -> pb.TopK:
     return pb.TopK(ids=[] if s.keyed else ids, scores=s.top.scores.tolist(), keys=keys, items=s.items)
 
 
-def _version() -> str:
+def version() -> str:
     try:
         return metadata.version("poolscore")
     except metadata.PackageNotFoundError:

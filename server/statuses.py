@@ -10,14 +10,15 @@ import grpc
 from grpc import StatusCode
 
 from poolscore.server.errors import (
-    BadInput, BadToken, OverLimit, SequenceGap, SessionNotFound, UnknownStrategy,
+    BadInput, BadToken, ModelNotFound, OverLimit, SequenceGap, SessionNotFound, UnknownStrategy,
 )
 
 log = logging.getLogger(__name__)
 
 STATUS_OF = {
     BadInput: StatusCode.INVALID_ARGUMENT, UnknownStrategy: StatusCode.INVALID_ARGUMENT,
-    SessionNotFound: StatusCode.NOT_FOUND, SequenceGap: StatusCode.FAILED_PRECONDITION,
+    SessionNotFound: StatusCode.NOT_FOUND, ModelNotFound: StatusCode.NOT_FOUND,
+    SequenceGap: StatusCode.FAILED_PRECONDITION,
     OverLimit: StatusCode.RESOURCE_EXHAUSTED, BadToken: StatusCode.UNAUTHENTICATED,
 }
 

@@ -1,0 +1,73 @@
+"""tritonclient itself calls poolscore's Open Inference Protocol facade."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
+
+import modelzoo
+from poolscore.client import Client
+from poolscore.server.app import build_server
+from poolscore.server.config import ServeConfig
+from poolscore.server.scoring import ScoreOptions, Scorer
+
+X = modelzoo.digits()[:200]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("oip_models")
+    nets = modelzoo.make_repo(root)
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", model_repo=str(root))).start()
+    with Client(app.target) as c:
+        c.wait_ready()
+    yield app.target, nets
+    app.stop()
+
+
+def infer(target: str, model: str, inputs: dict[str, np.ndarray], **kw) -> triton.InferResult:
+    client = triton.InferenceServerClient(url=target)
+    tensors = []
+    for name, array in inputs.items():
+        t = triton.InferInput(name, list(array.shape), {np.float32: "FP32", np.float64: "FP64"}[array.dtype.type])
+        t.set_data_from_numpy(array)
+        tensors.append(t)
+    return client.infer(model, tensors, **kw)
+
+
+def test_health_and_metadata(served) -> None:
+    client = triton.InferenceServerClient(url=served[0])
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("digits_onnx") and client.is_model_ready("entropy")
+    assert not client.is_model_ready("nope")
+    meta = client.get_model_metadata("digits_onnx")
+    assert meta.inputs[0].name == "x" and list(meta.inputs[0].shape) == [-1, 64]
+    assert [o.name for o in meta.outputs] == ["logits", "embedding", "scores"]
+    assert client.get_server_metadata().name == "poolscore"
+
+
+def test_a_hosted_model_through_tritonclient(served) -> None:
+    target, nets = served
+    result = infer(target, "digits_onnx", {"x": X})
+    with torch.no_grad():
+        logits = nets["digits"](torch.from_numpy(X))[0]
+    np.testing.assert_allclose(result.as_numpy("logits"), logits.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result.as_numpy("scores"), Scorer("cpu", compile="off").score("entropy", logits).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_scorer_through_tritonclient_with_options_and_chosen_output(served, rng: np.random.Generator) -> None:
+    logits = rng.normal(size=(64, 7)).astype(np.float32)
+    result = infer(served[0], "entropy", {"logits": logits}, parameters={"base": 2.0},
+                   outputs=[triton.InferRequestedOutput("scores")])
+    want = Scorer("cpu", compile="off").score("entropy", torch.from_numpy(logits), options=ScoreOptions(base=2.0))
+    np.testing.assert_allclose(result.as_numpy("scores"), want.numpy(), rtol=1e-6)
+
+
+def test_errors_reach_tritonclient_with_their_status(served) -> None:
+    bad = np.full((3, 4), np.nan, np.float32)
+    with pytest.raises(InferenceServerException, match=r"logits: NaN in row 0"):
+        infer(served[0], "margin", {"logits": bad})
+    with pytest.raises(InferenceServerException, match=r"no model or scorer named 'nope'"):
+        infer(served[0], "nope", {"logits": bad})
