@@ -1,13 +1,14 @@
-"""The scoring kernels as hand-built ONNX graphs (logits in, scores out), and fusing one onto a model.
+"""The scoring kernels as hand-built ONNX graphs: logits in, scores out (no torch: numpy and onnx only).
 
 The same math as the torch kernels in poolscore.server.scoring, op for op, in float32:
 `d = z - max z`, `e = exp d`, `rest` = Σ e without the max's exact 1 (ties: Σe - 1), and the
-row guard that turns a NaN/Inf row into a NaN score. No torch here: numpy and onnx only.
+row guard that turns a NaN/Inf row into a NaN score. Every strategy of the registry has a graph.
 
-Precision notes: ONNX has no Log1p, so log1p(rest) uses Kahan's exact form
-`u = 1 + x; x if u == 1 else log(u) · x / (u - 1)` (a plain Log(1 + rest) loses everything
-below 6e-8: entropy of logits [30, 0, 0] would be 3.2 % low). onnxruntime's ReduceMax skips
-NaN, so the max is taken of z with NaN replaced by +inf: a NaN row then fails the guard.
+Precision notes: ONNX has no Log1p, so log1p(rest) uses Kahan's form `u = 1 + x; x if u == 1
+else log(u) · x / (u - 1)`, good to a few ulp (a plain Log(1 + rest) is 0 below 6e-8: entropy of
+logits [30, 0, 0] would come out 1/31 = 3.2 % low). onnxruntime's ReduceMax may skip a NaN (it
+does past the first element), so the max is taken of z with NaN as +inf: a NaN row fails the
+guard. expected_gradient_length departs from gradient.py for the max class only (see there).
 `random` needs uint64 BitwiseXor, so its graph is opset ≥ 18 whatever `opset` says.
 """
 from __future__ import annotations

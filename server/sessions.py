@@ -34,7 +34,7 @@ class Session:
         if batch_keys is not None and top is not self.top:
             first = self.items
             kept = {}
-            for i in top.ids.tolist():  # K entries, once per batch that changed the top
+            for i in top.held_ids().tolist():  # ≤ 2K entries, once per batch that changed the top
                 kept[i] = self.keys[i] if i < first else batch_keys[i - first]
             self.keys = kept
         self.keyed = batch_keys is not None

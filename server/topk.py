@@ -1,12 +1,15 @@
 """The K best (score, id) pairs of everything seen so far, as an immutable value.
 
 Order is score descending, then id ascending, so a pool gives the same answer however it
-is batched. Each merge first cuts the batch by the current K-th pair: late in a pool almost
-no row beats it, so the sort only ever sees K + a few rows, and memory stays O(K + batch).
+is batched. Each merge first cuts the batch by the K-th pair of the last sort: late in a
+pool almost no row beats it, so one comparison and one nonzero over the batch are all the
+work. Candidates that pass are collected unsorted, and sorted (with the best K so far)
+only once K of them have piled up: sorting is amortised over many batches. Memory stays
+O(K + batch) whatever the pool size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -14,40 +17,69 @@ import torch
 @dataclass(frozen=True)
 class TopK:
     k: int
-    scores: torch.Tensor  # [≤ k], best first
-    ids: torch.Tensor  # [≤ k] int64, aligned with scores
+    best_scores: torch.Tensor  # [≤ k] sorted, best first
+    best_ids: torch.Tensor  # [≤ k] int64, aligned
+    pending_scores: torch.Tensor = field(default=None)  # candidates that beat the K-th pair, unsorted
+    pending_ids: torch.Tensor = field(default=None)
 
     @classmethod
     def empty(cls, k: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> "TopK":
         if k <= 0:
             raise ValueError(f"k must be > 0, got {k}")
-        return cls(k, torch.empty(0, dtype=dtype, device=device),
-                   torch.empty(0, dtype=torch.int64, device=device))
+        none = torch.empty(0, dtype=dtype, device=device)
+        no_ids = torch.empty(0, dtype=torch.int64, device=device)
+        return cls(k, none, no_ids, none, no_ids)
+
+    @property
+    def scores(self) -> torch.Tensor:
+        return self._sorted()[0]
+
+    @property
+    def ids(self) -> torch.Tensor:
+        return self._sorted()[1]
 
     def __len__(self) -> int:
-        return int(self.ids.shape[0])
+        return min(self.k, int(self.best_ids.shape[0] + self.pending_ids.shape[0]))
+
+    def held_ids(self) -> torch.Tensor:
+        """Every id this value holds: the best K and the unsorted candidates (≤ 2K)."""
+        return torch.cat([self.best_ids, self.pending_ids])
 
     def merged(self, scores: torch.Tensor, ids: torch.Tensor) -> "TopK":
         """A new TopK of self and a batch; self is left as it was."""
-        scores = scores.to(self.scores.dtype)
         ids = ids.to(torch.int64)
-        if len(self) == self.k:  # only pairs that beat the K-th can enter
-            scores, ids = _beating(scores, ids, self.scores[-1], self.ids[-1])
-        if scores.shape[0] > self.k:  # a threshold, ties included, before any sort
+        if self.best_ids.shape[0] == self.k:  # only pairs that beat the K-th can enter
+            scores, ids = _beating(scores, ids, self.best_scores[-1], self.best_ids[-1])
+        if scores.shape[0] > self.k:  # a threshold, ties included, before anything piles up
             kth = torch.topk(scores, self.k, sorted=False).values.min()
-            keep = scores >= kth
+            keep = torch.nonzero(scores >= kth).squeeze(1)
             scores, ids = scores[keep], ids[keep]
         if scores.shape[0] == 0:
             return self
-        return TopK(self.k, *best(torch.cat([self.scores, scores]), torch.cat([self.ids, ids]), self.k))
+        pending_scores = torch.cat([self.pending_scores, scores.to(self.best_scores.dtype)])
+        pending_ids = torch.cat([self.pending_ids, ids])
+        if self.best_ids.shape[0] == self.k and pending_ids.shape[0] < self.k:
+            return TopK(self.k, self.best_scores, self.best_ids, pending_scores, pending_ids)
+        return TopK(self.k, *_sort(torch.cat([self.best_scores, pending_scores]), torch.cat([self.best_ids, pending_ids]), self.k),
+                    pending_scores[:0], pending_ids[:0])
+
+    def _sorted(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pending_ids.shape[0] == 0:
+            return self.best_scores, self.best_ids
+        return _sort(torch.cat([self.best_scores, self.pending_scores]), torch.cat([self.best_ids, self.pending_ids]), self.k)
 
 
 def _beating(scores: torch.Tensor, ids: torch.Tensor, kth_score: torch.Tensor, kth_id: torch.Tensor):
-    keep = (scores > kth_score) | ((scores == kth_score) & (ids < kth_id))
-    return scores[keep], ids[keep]
+    """Pairs above (kth_score, kth_id): a coarse cut in the batch's dtype, then the exact test."""
+    floor = kth_score.to(scores.dtype)
+    floor = torch.where(floor > kth_score, torch.nextafter(floor, torch.full_like(floor, -torch.inf)), floor)
+    near = torch.nonzero(scores >= floor).squeeze(1)  # the one pass over the batch
+    s, i = scores[near].to(kth_score.dtype), ids[near]
+    keep = (s > kth_score) | ((s == kth_score) & (i < kth_id))
+    return s[keep], i[keep]
 
 
-def best(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _sort(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first k of (scores, ids) in score-descending, id-ascending order."""
     by_id = torch.argsort(ids, stable=True)
     by_score = torch.argsort(scores[by_id], descending=True, stable=True)

@@ -67,8 +67,11 @@ def kl_max_disagreement(p: np.ndarray) -> np.ndarray:
 
 
 def expected_gradient_length(p: np.ndarray, h: np.ndarray) -> np.ndarray:
-    eye = np.eye(p.shape[-1])
-    dist = np.linalg.norm(p[:, None, :] - eye[None], axis=-1)  # [N, C]: ‖p - e_c‖
+    """‖h‖ Σ_c p_c ‖p - e_c‖, with 1 - p_c taken as the sum of the other classes (no cancellation)."""
+    diff = np.repeat(p[:, None, :], p.shape[-1], axis=1)  # [N, C, C]: row c is p - e_c
+    eye = np.eye(p.shape[-1], dtype=bool)
+    diff[:, eye] = -np.where(eye[None], 0.0, diff).sum(-1)  # p_c - 1 = -Σ_{j≠c} p_j, summed directly
+    dist = np.linalg.norm(diff, axis=-1)
     return np.linalg.norm(h.astype(np.float64), axis=-1) * (p * dist).sum(-1)
 
 

@@ -160,3 +160,10 @@ def test_bald_and_kl_disagreement_are_zero_when_all_samples_agree(scorer: Scorer
 def test_every_strategy_in_the_registry_is_tested() -> None:
     tested = set(ref.POINTWISE) | set(ref.SAMPLED) | {"expected_gradient_length", "random"}
     assert tested == set(STRATEGIES)
+
+
+def test_expected_gradient_length_keeps_precision_on_confident_rows(scorer: Scorer) -> None:
+    z = np.array([[12.0, 0.0, -1.0], [30.0, 0.0, 0.0], [2.0, 2.0, 0.0]], np.float32)  # confident, very, tied
+    h = np.ones((3, 4), np.float32)
+    got = scorer.score("expected_gradient_length", torch.from_numpy(z), embedding=torch.from_numpy(h)).cpu().numpy()
+    np.testing.assert_allclose(got, ref.expected_gradient_length(ref.probs(z), h), rtol=1e-5)

@@ -1,0 +1,413 @@
+"""The ONNX scorer graphs (the `--backend onnx` path) against the torch kernels, and fusing a graph onto a model."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from poolscore.server.errors import BadInput
+from poolscore.server.onnx_scorer import GRAPHS, STRATEGIES, OnnxScorer, first_bad_row, fuse, scorer_graph
+from poolscore.server.scoring import STRATEGIES as TORCH_STRATEGIES
+from poolscore.server.scoring import ScoreOptions, Scorer
+from poolscore.server.scoring.hashing import random_scores
+
+RTOL, ATOL = 1e-5, 1e-6
+LOGITS_ONLY = sorted(n for n, s in GRAPHS.items() if not s.embedding)  # every graph but expected_gradient_length
+POINTWISE = sorted(n for n, s in GRAPHS.items() if s.rank == 2 and not s.embedding)
+SAMPLED = sorted(n for n, s in GRAPHS.items() if s.rank == 3)
+ENTROPIC = sorted(n for n, s in GRAPHS.items() if s.entropic)
+KINDS = ["logits", "probabilities", "log_probabilities"]
+
+
+@pytest.fixture(scope="module")
+def torch_scorer():
+    s = Scorer("cpu", compile="off")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def onnx_scorer():
+    s = OnnxScorer(["CPUExecutionProvider"])
+    yield s
+    s.close()
+
+
+def run(model: onnx.ModelProto, **feeds: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def torch_scores(scorer: Scorer, name: str, x: np.ndarray, emb: np.ndarray | None = None, **options) -> np.ndarray:
+    e = None if emb is None else torch.from_numpy(emb)
+    return scorer.score(name, torch.from_numpy(x), embedding=e, options=ScoreOptions(**options)).double().numpy()
+
+
+def onnx_scores(scorer: OnnxScorer, name: str, x: np.ndarray, emb: np.ndarray | None = None, **options) -> np.ndarray:
+    got = scorer.score(name, x, embedding=emb, options=options)
+    assert got.dtype == np.float32 and got.shape == (x.shape[0],)
+    return got.astype(np.float64)
+
+
+def logits(seed: int, name: str, n: int, c: int, scale: float = 3.0, t: int = 5) -> np.ndarray:
+    shape = (n, t, c) if GRAPHS[name].rank == 3 else (n, c)
+    return (np.random.default_rng(seed).normal(size=shape) * scale).astype(np.float32)
+
+
+def softmax64(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def egl_exact(z: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Float64 expected gradient length without cancellation: 1 - p_c = Σ_{j≠c} p_j."""
+    p = softmax64(z.astype(np.float64))
+    others = p[:, None, :] * (1.0 - np.eye(p.shape[-1]))  # [N, c, j]: p_j for j ≠ c
+    dist = np.sqrt((others**2).sum(-1) + others.sum(-1) ** 2)
+    return np.linalg.norm(h.astype(np.float64), axis=-1) * (p * dist).sum(-1)
+
+
+# --- the same scores as the torch kernels ------------------------------------------------------
+
+def test_every_strategy_of_the_registry_has_a_graph() -> None:
+    assert set(STRATEGIES) == set(TORCH_STRATEGIES)
+    assert set(GRAPHS) == {n for n, s in TORCH_STRATEGIES.items() if s.kernel is not None}
+    for name, spec in GRAPHS.items():
+        t = TORCH_STRATEGIES[name]
+        assert (spec.rank, spec.entropic, spec.embedding, spec.min_classes) == (t.rank, t.entropic, t.needs_embedding, t.min_classes)
+
+
+@pytest.mark.parametrize("n", [1, 257])
+@pytest.mark.parametrize("c", [2, 10, 100])
+@pytest.mark.parametrize("name", LOGITS_ONLY)
+def test_random_logits_match_torch(torch_scorer, onnx_scorer, name: str, c: int, n: int) -> None:
+    x = logits(c * 1000 + n, name, n, c)
+    np.testing.assert_allclose(onnx_scores(onnx_scorer, name, x), torch_scores(torch_scorer, name, x), rtol=RTOL, atol=ATOL)
+
+
+def _kind_input(seed: int, name: str, kind: str) -> np.ndarray:
+    z = logits(seed, name, 64, 9).astype(np.float64)
+    p = softmax64(z)
+    p[0, ..., 0] = 0.0  # a class of zero probability (-inf as a log-probability)
+    p /= p.sum(-1, keepdims=True)
+    return {"logits": z, "probabilities": p, "log_probabilities": np.log(p)}[kind].astype(np.float32)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", LOGITS_ONLY)
+def test_input_kinds_and_temperatures_match_torch(torch_scorer, onnx_scorer, name: str, kind: str, temperature: float) -> None:
+    with np.errstate(divide="ignore"):
+        x = _kind_input(7, name, kind)
+    options = dict(input_kind=kind, temperature=temperature)
+    got = onnx_scores(onnx_scorer, name, x, **options)
+    np.testing.assert_allclose(got, torch_scores(torch_scorer, name, x, **options), rtol=RTOL, atol=ATOL)
+    if temperature != 1.0 and name not in ("variation_ratios", "vote_entropy"):  # applied, not ignored (votes: argmax)
+        assert not np.allclose(got, onnx_scores(onnx_scorer, name, x, input_kind=kind), rtol=1e-3)
+
+
+@pytest.mark.parametrize("options", [dict(base=2.0), dict(normalized=True), dict(normalized=True, base=2.0), dict(base=10.0)])
+@pytest.mark.parametrize("name", ENTROPIC)
+def test_bases_and_normalization_match_torch(torch_scorer, onnx_scorer, name: str, options: dict) -> None:
+    x = logits(3, name, 50, 12)
+    got = onnx_scores(onnx_scorer, name, x, **options)
+    np.testing.assert_allclose(got, torch_scores(torch_scorer, name, x, **options), rtol=RTOL, atol=ATOL)
+    assert not np.allclose(got, onnx_scores(onnx_scorer, name, x), rtol=1e-3)  # rescaled for real
+
+
+@pytest.mark.parametrize("name", ["entropy", "bald", "vote_entropy"])
+def test_normalization_with_classes_read_at_run_time(torch_scorer, name: str) -> None:
+    model = scorer_graph(name, normalized=True)  # classes=None: log C from the Shape
+    assert model.graph.input[0].type.tensor_type.shape.dim[-1].dim_param == "C"
+    for c in (1, 2, 7, 100):
+        x = logits(c, name, 20, c)
+        (got,) = run(model, logits=x)
+        want = torch_scores(torch_scorer, name, x, normalized=True)
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+        if c == 1:  # one class: torch scores 0 rather than 0 / log 1
+            np.testing.assert_array_equal(got, 0.0)
+
+
+EXTREME = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [5.0, 5.0, 5.0], [30.0, 0.0, 0.0],
+                    [0.0, 30.0, 30.0], [1e4, 1e4, -1e4], [-3.0, 60.0, 0.0], [0.3, -0.2, 0.1]], np.float32)
+
+
+@pytest.mark.parametrize("name", LOGITS_ONLY)
+def test_extreme_equal_and_confident_rows_match_torch(torch_scorer, onnx_scorer, name: str) -> None:
+    x = EXTREME if GRAPHS[name].rank == 2 else np.stack([EXTREME, EXTREME[::-1], EXTREME[:, ::-1]], axis=1)
+    got, want = onnx_scores(onnx_scorer, name, x), torch_scores(torch_scorer, name, x)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-30 if name in POINTWISE else ATOL)
+
+
+def test_confident_rows_keep_relative_precision(onnx_scorer) -> None:
+    """1 - p_max of [30, 0, 0] is 1.9e-13 (6e-8 is float32's resolution at 1): the graphs sum the small terms."""
+    for big in (30.0, 60.0):
+        x = np.array([[big, 0.0, 0.0]], np.float32)
+        r = 2 * math.exp(-big)
+        closed = {"least_confidence": r / (1 + r), "margin": (r + math.exp(-big)) / (1 + r),
+                  "ratio": math.exp(-big), "entropy": math.log1p(r) + big * r / (1 + r)}
+        for name, want in closed.items():
+            assert onnx_scores(onnx_scorer, name, x)[0] == pytest.approx(want, rel=1e-5, abs=0), (name, big)
+        naive = big * r / (1 + r)  # entropy with Log(1 + rest) in float32: 1 + rest == 1
+        assert abs(onnx_scores(onnx_scorer, "entropy", x)[0] - naive) > 0.01 * naive  # naive is 1/(big+1) low
+
+
+# --- expected gradient length -------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0])
+@pytest.mark.parametrize("c", [2, 10, 100])
+def test_expected_gradient_length_matches_torch_and_the_exact_value(torch_scorer, onnx_scorer, c: int, scale: float) -> None:
+    """Both backends take 1 - p_max from the small terms, so confident rows agree too."""
+    rng = np.random.default_rng(c)
+    x = (rng.normal(size=(257, c)) * scale).astype(np.float32)
+    h = rng.normal(size=(257, 16)).astype(np.float32)
+    got, want, exact = onnx_scores(onnx_scorer, "expected_gradient_length", x, h), \
+        torch_scores(torch_scorer, "expected_gradient_length", x, h), egl_exact(x, h)
+    np.testing.assert_allclose(got, exact, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0])
+@pytest.mark.parametrize("c", [2, 10, 100])
+def test_torch_expected_gradient_length_is_exact_too(torch_scorer, c: int, scale: float) -> None:
+    rng = np.random.default_rng(c)
+    x = (rng.normal(size=(257, c)) * scale).astype(np.float32)
+    h = rng.normal(size=(257, 16)).astype(np.float32)
+    np.testing.assert_allclose(torch_scores(torch_scorer, "expected_gradient_length", x, h), egl_exact(x, h), rtol=RTOL, atol=ATOL)
+
+
+def test_expected_gradient_length_of_confident_rows_is_exact(onnx_scorer) -> None:
+    x = np.array([[30.0, 0.0, 0.0], [0.0, 60.0, 0.0], [20.0, 18.0, -5.0], [12.0, 0.0, 0.0]], np.float32)
+    h = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    got = onnx_scores(onnx_scorer, "expected_gradient_length", x, h)
+    np.testing.assert_allclose(got, egl_exact(x, h), rtol=RTOL, atol=0)
+    r = math.exp(-30)  # [30, 0, 0]: Σ_c p_c ‖p - e_c‖ = √6·r + 2√2·r to first order
+    assert got[0] == pytest.approx(np.linalg.norm(h[0].astype(np.float64)) * (math.sqrt(6) + 2 * math.sqrt(2)) * r, rel=1e-5)
+
+
+# --- bad rows --------------------------------------------------------------------------------
+
+def _bad_rows(kind: str, rank: int) -> tuple[np.ndarray, list[int]]:
+    """Valid input of `kind` but for the rows listed; at rank 3 only sample 1 of a row is bad."""
+    p = softmax64(np.random.default_rng(5).normal(size=(10, 4)) * 2)
+    if kind != "logits":  # a class of probability 0 (log-probability -inf) is valid
+        p[8, 1] = 0.0
+        p[8] /= p[8].sum()
+    with np.errstate(divide="ignore"):
+        clean = {"logits": np.log(p) + 1.0, "probabilities": p, "log_probabilities": np.log(p)}[kind].astype(np.float32)
+    every = slice(None)
+    bad = {"logits": {1: (2, np.nan), 2: (0, np.nan), 3: (2, np.inf), 5: (1, -np.inf)},  # NaN past column 0:
+           "probabilities": {1: (2, np.nan), 3: (2, -0.1), 5: (every, 0.0), 6: (3, np.inf)},  # onnxruntime's
+           "log_probabilities": {1: (3, np.nan), 3: (2, np.inf), 5: (every, -np.inf)}}[kind]  # ReduceMax skips it
+    x = clean.copy()
+    for row, (col, value) in bad.items():
+        x[row, col] = value
+    return (np.stack([clean, x, clean], axis=1) if rank == 3 else x), sorted(bad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_bad_rows_give_nan_in_the_same_rows_as_torch(torch_scorer, onnx_scorer, name: str, kind: str) -> None:
+    x, rows = _bad_rows(kind, GRAPHS[name].rank)
+    h = None
+    if GRAPHS[name].embedding:
+        h = np.ones((10, 4), np.float32)
+        h[7, 2], h[9, 0] = np.nan, -np.inf
+        rows = sorted(rows + [7, 9])
+    got = onnx_scorer.score(name, x, embedding=h, options={"input_kind": kind})
+    kernel = TORCH_STRATEGIES[name].kernel
+    with torch.no_grad():
+        raw = kernel(torch.from_numpy(x), None if h is None else torch.from_numpy(h), torch.tensor(1.0, dtype=torch.float64), kind)
+    assert np.flatnonzero(np.isnan(got)).tolist() == rows
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(raw.numpy()))
+    with pytest.raises(BadInput) as err:
+        torch_scores(torch_scorer, name, x, h, input_kind=kind)
+    assert err.value.row == first_bad_row(got) == rows[0]
+    good = [r for r in range(10) if r not in rows]
+    if not GRAPHS[name].embedding:  # (expected_gradient_length: see its own tests)
+        np.testing.assert_allclose(got[good], raw.numpy()[good], rtol=RTOL, atol=ATOL)
+
+
+def test_first_bad_row() -> None:
+    assert first_bad_row(np.array([0.5, 1.0], np.float32)) is None
+    assert first_bad_row(np.array([0.5, np.nan, np.inf], np.float32)) == 1
+
+
+# --- dtypes, random, sessions, graphs ----------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+@pytest.mark.parametrize("name", ["entropy", "margin", "bald", "kl_disagreement"])
+def test_float16_and_float64_inputs_are_scored_in_float32(torch_scorer, onnx_scorer, name: str, dtype) -> None:
+    x = logits(11, name, 64, 11).astype(dtype)
+    got = onnx_scores(onnx_scorer, name, x)  # asserts float32 out
+    np.testing.assert_allclose(got, torch_scores(torch_scorer, name, x), rtol=RTOL, atol=ATOL)
+
+
+def test_random_is_bit_exact_with_torch(onnx_scorer) -> None:
+    ids = np.array([0, 1, 2, -5, 2**62, 123456789, -(2**63), 2**63 - 1], np.int64)
+    for seed in (0, 7, -1, 2**63 - 1, -(2**63)):
+        got = onnx_scorer.score("random", ids, options={"seed": seed})
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, random_scores(torch.from_numpy(ids), seed).numpy())
+    assert not np.array_equal(onnx_scorer.score("random", ids, options={"seed": 1}), onnx_scorer.score("random", ids))
+
+
+def test_sessions_are_cached_per_strategy_options_and_classes() -> None:
+    s = OnnxScorer(["CPUExecutionProvider"])
+    x = logits(0, "margin", 4, 6)
+    s.score("margin", x, options={})
+    s.score("margin", x, options={"base": 2.0, "normalized": True})  # options a margin ignores
+    s.score("margin", x[:2], options=ScoreOptions())  # another N, a ScoreOptions
+    assert s.cached == 1
+    s.score("margin", x, options={"temperature": 2.0})
+    s.score("margin", logits(0, "margin", 4, 7))
+    s.score("entropy", x, options={"normalized": True, "base": 2.0})
+    s.score("entropy", x, options={"normalized": True})  # normalized: the base does not apply
+    assert s.cached == 4
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_graph_inputs_and_outputs(name: str) -> None:
+    spec = GRAPHS[name]
+    model = scorer_graph(name, classes=10, samples=4 if spec.rank == 3 else None)
+    onnx.checker.check_model(model, full_check=True)
+    x, out = model.graph.input[0], model.graph.output[0]
+    assert x.name == "logits" and x.type.tensor_type.elem_type == TensorProto.FLOAT
+    dims = [d.dim_param or d.dim_value for d in x.type.tensor_type.shape.dim]
+    assert dims == (["N", 4, 10] if spec.rank == 3 else ["N", 10])
+    assert (out.name, out.type.tensor_type.elem_type) == ("scores", TensorProto.FLOAT)
+    assert [d.dim_param for d in out.type.tensor_type.shape.dim] == ["N"]
+    assert [i.name for i in model.graph.input] == ["logits"] + (["embedding"] if spec.embedding else [])
+    assert not any(n.domain for n in model.graph.node)  # standard ops only
+
+
+@pytest.mark.parametrize("opset", [13, 18, 21])
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_other_opsets_give_the_same_scores(name: str, opset: int) -> None:
+    """From opset 18 ReduceMax/Mean/L2 take their axes as an input: the other code path."""
+    x = logits(2, name, 33, 6)
+    feeds = {"logits": x}
+    if GRAPHS[name].embedding:
+        feeds["embedding"] = np.random.default_rng(1).normal(size=(33, 5)).astype(np.float32)
+    other = scorer_graph(name, input_kind="log_probabilities", opset=opset)
+    assert other.opset_import[0].version == opset
+    np.testing.assert_allclose(run(other, **feeds)[0], run(scorer_graph(name, input_kind="log_probabilities"), **feeds)[0],
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_bad_arguments_are_refused(onnx_scorer) -> None:
+    for kwargs in (dict(strategy="nope"), dict(input_kind="odds"), dict(temperature=0.0), dict(temperature=math.inf),
+                   dict(base=1.0), dict(opset=12), dict(strategy="margin", classes=1), dict(samples=0)):
+        with pytest.raises(ValueError):
+            scorer_graph(**{"strategy": "entropy", **kwargs})
+    with pytest.raises(ValueError, match="rank-3"):
+        onnx_scorer.score("bald", np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="embedding"):
+        onnx_scorer.score("expected_gradient_length", np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match="unknown"):
+        onnx_scorer.score("nope", np.zeros((4, 3), np.float32))
+    empty = onnx_scorer.score("entropy", np.zeros((0, 3), np.float32))
+    assert empty.shape == (0,) and empty.dtype == np.float32
+
+
+# --- fusing a scorer onto a model ---------------------------------------------------------------
+
+def mlp(opset: int = 18, logits_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    """x [N, 8] → hidden (output "embedding", [N, 16]) → "logits" [N, 5]."""
+    rng = np.random.default_rng(42)
+    w = {"w1": rng.normal(size=(8, 16)), "b1": rng.normal(size=16), "w2": rng.normal(size=(16, 5)), "b2": rng.normal(size=5)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["xw1"]), helper.make_node("Add", ["xw1", "b1"], ["pre"]),
+             helper.make_node("Relu", ["pre"], ["embedding"]), helper.make_node("MatMul", ["embedding", "w2"], ["hw2"]),
+             helper.make_node("Add", ["hw2", "b2"], ["logits32" if logits_type != TensorProto.FLOAT else "logits"])]
+    if logits_type != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", ["logits32"], ["logits"], to=logits_type))
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+                              [helper.make_tensor_value_info("logits", logits_type, ["batch", 5]),
+                               helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 16])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in w.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+X = np.random.default_rng(9).normal(size=(31, 8)).astype(np.float32) * 2
+
+
+@pytest.mark.parametrize("name", ["entropy", "margin", "least_confidence", "expected_gradient_length"])
+@pytest.mark.parametrize("opset", [17, 18])
+def test_fused_model_scores_as_model_then_scorer(torch_scorer, name: str, opset: int) -> None:
+    model = mlp(opset)
+    scorer = scorer_graph(name, classes=5, temperature=0.5)  # opset 17: converted for an opset-18 model
+    fused = fuse(model, scorer)
+    assert [o.name for o in fused.graph.output] == ["embedding", "scores"]
+    assert [i.name for i in fused.graph.input] == ["x"] and fused.opset_import[0].version == opset
+    embedding, scores = run(fused, x=X)
+    logits_, embedding_ = run(model, x=X)
+    feeds = {"logits": logits_} | ({"embedding": embedding_} if GRAPHS[name].embedding else {})
+    np.testing.assert_array_equal(embedding, embedding_)
+    np.testing.assert_allclose(scores, run(scorer, **feeds)[0], rtol=1e-6, atol=0)
+    if not GRAPHS[name].embedding:
+        np.testing.assert_allclose(scores, torch_scores(torch_scorer, name, logits_, temperature=0.5), rtol=RTOL, atol=ATOL)
+
+
+def test_fusing_float16_logits_casts_them() -> None:
+    model = mlp(17, TensorProto.FLOAT16)
+    (scores,) = run(fuse(model, scorer_graph("entropy")), x=X)[1:]
+    logits16 = run(model, x=X)[0]
+    assert logits16.dtype == np.float16
+    np.testing.assert_allclose(scores, run(scorer_graph("entropy"), logits=logits16.astype(np.float32))[0], rtol=1e-6)
+
+
+def test_fuse_refuses_what_does_not_fit() -> None:
+    model = mlp(17)
+    with pytest.raises(ValueError, match="classes"):
+        fuse(model, scorer_graph("entropy", classes=7))
+    with pytest.raises(ValueError, match="nothing to fuse"):
+        fuse(model, scorer_graph("random"))
+    with pytest.raises(ValueError, match="no output"):
+        fuse(model, scorer_graph("entropy"), logits_output="missing")
+    with pytest.raises(ValueError, match="rank"):
+        fuse(model, scorer_graph("bald"))
+    fused = fuse(model, scorer_graph("entropy"))
+    with pytest.raises(ValueError, match="scores"):
+        fuse(fused, scorer_graph("entropy"), logits_output="embedding")
+
+
+def test_a_fused_model_can_take_its_second_output_as_logits() -> None:
+    fused = fuse(mlp(17), scorer_graph("ratio"), logits_output="embedding")
+    assert [o.name for o in fused.graph.output] == ["logits", "scores"]
+    logits_, scores = run(fused, x=X)
+    np.testing.assert_allclose(scores, run(scorer_graph("ratio"), logits=run(mlp(17), x=X)[1])[0], rtol=1e-6)
+    assert logits_.shape == (31, 5)
+
+
+# --- no torch on the onnx path --------------------------------------------------------------------
+
+def test_the_onnx_backend_imports_no_torch() -> None:
+    """Imported with poolscore.server as a bare package: its __init__ imports torch (the owner's to change)."""
+    code = """
+import sys, types
+import numpy as np
+import poolscore
+pkg = types.ModuleType("poolscore.server")
+pkg.__path__ = [sys.argv[1]]
+sys.modules["poolscore.server"] = pkg
+from poolscore.server.onnx_scorer import OnnxScorer, fuse, scorer_graph
+scores = OnnxScorer().score("bald", np.zeros((2, 3, 4), np.float32))
+assert scores.shape == (2,), scores
+assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
+print("torch-free")
+"""
+    server = Path(__file__).resolve().parent.parent / "server"
+    done = subprocess.run([sys.executable, "-c", code, str(server)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "torch-free"
