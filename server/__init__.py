@@ -1,6 +1,10 @@
-"""poolscore server: scoring kernels, streaming top-K and the gRPC service."""
+"""poolscore server: scoring kernels, streaming top-K and the gRPC service.
+
+No torch here: the ONNX backend (`--backend onnx`) serves without importing it."""
 try:
-    import torch  # noqa: F401  (the server's one hard extra: fail early with the fix)
+    import grpc_health  # noqa: F401  (the server extra: fail early, with the fix)
+    import onnxruntime  # noqa: F401
+    import prometheus_client  # noqa: F401
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "poolscore.server needs the server extra: pip install 'poolscore[server]'"

@@ -19,7 +19,8 @@ from typing import Callable, Literal
 
 import torch
 
-from poolscore.server.scoring.registry import Kernel, Strategy
+from poolscore.server.scoring.kernels import KERNELS, Kernel
+from poolscore.server.scoring.registry import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ class CompiledKernels:
 
     def kernel_for(self, strategy: Strategy, kind: str, x: torch.Tensor, emb: torch.Tensor | None) -> Kernel:
         """The compiled kernel when ready, else the eager one (and compilation is started)."""
-        assert strategy.kernel is not None
+        eager = KERNELS[strategy.name]
         if self.mode == "off":
-            return strategy.kernel
+            return eager
         key = key_of(strategy, kind, x, emb)
         ready = self._ready.get(key)
         if ready is not None:
@@ -59,14 +60,14 @@ class CompiledKernels:
         future = self._start(strategy, kind, x, emb, key)
         if self.mode == "sync":
             future.result()
-            return self._ready.get(key, strategy.kernel)
-        return strategy.kernel
+            return self._ready.get(key, eager)
+        return eager
 
     def warm(self, strategies: list[Strategy], kind: str, dtype: torch.dtype, device: torch.device) -> list[Future]:
         """Start compiling these strategies for inputs of `kind` and `dtype` on `device`."""
         futures = []
         for s in strategies:
-            if s.kernel is None:
+            if s.scores_ids:
                 continue
             x = torch.zeros((64, 8, 16)[: s.rank - 1] + (16,), dtype=dtype, device=device)
             emb = torch.zeros(64, 16, dtype=dtype, device=device) if s.needs_embedding else None
@@ -112,7 +113,7 @@ class CompiledKernels:
                 future.set_result(None)
 
     def _compile(self, strategy: Strategy, kind: str, example: tuple, key: Key) -> None:
-        compiled = self._compiled.setdefault(strategy.name, torch.compile(strategy.kernel, dynamic=True))
+        compiled = self._compiled.setdefault(strategy.name, torch.compile(KERNELS[strategy.name], dynamic=True))
         x, emb = example
         inv_t = torch.ones((), dtype=torch.float64, device=x.device)
         try:

@@ -28,7 +28,7 @@ class Scorer:
         s = strategy if isinstance(strategy, Strategy) else strategy_named(strategy)
         field = options.input_kind.value
         validate.tensors(s, field, x, embedding, ids)
-        if s.kernel is None:
+        if s.scores_ids:
             return random_scores(ids.to(self.device), options.seed)
         x = x.to(self.device, non_blocking=True)
         emb = None if embedding is None else embedding.to(self.device, non_blocking=True)

@@ -12,7 +12,7 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def tensors(strategy: Strategy, field: str, x: torch.Tensor | None,
             embedding: torch.Tensor | None, ids: torch.Tensor | None) -> None:
     """Raise BadInput naming the field when `strategy` cannot take these tensors."""
-    if strategy.kernel is None:
+    if strategy.scores_ids:
         if ids is None:
             raise BadInput("ids", f"strategy {strategy.name} scores ids; none were sent")
         return
