@@ -11,12 +11,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from poolscore.server import device as devices, wire
+from poolscore.server import wire
 from poolscore.server.config import ServeConfig
 from poolscore.server.metrics import Metrics
-from poolscore.server.models import ModelRepository
 from poolscore.server.oip_servicer import SERVICE as OIP_SERVICE, InferenceServicer
-from poolscore.server.scoring import STRATEGIES, Scorer
+from poolscore.server.scoring import STRATEGIES
 from poolscore.server.servicer import PoolScorer, version as servicer_version
 from poolscore.server.sessions import SessionStore
 from poolscore.v1 import inference_pb2 as oip, scoring_pb2 as pb
@@ -30,7 +29,7 @@ class App:
     server: grpc.Server
     port: int
     metrics_port: int | None  # None: /metrics is off
-    scorer: Scorer
+    backend: object  # TorchBackend or OnnxBackend
     health: health.HealthServicer
     _metrics_http: object | None = None
 
@@ -49,22 +48,22 @@ class App:
         self.server.stop(grace).wait()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
-        self.scorer.close()
+        self.backend.close()
 
 
 def build_server(config: ServeConfig) -> App:
     """A ready-to-start server bound to config.host:config.port (0: a free port)."""
     metrics = Metrics(CollectorRegistry())
-    scorer = Scorer(devices.choose(config.device), compile=config.compile, on_compiled=metrics.compiled.set)
-    _warm(scorer, config.warm)
+    backend = _backend(config, metrics)
+    _warm(backend, config.warm)
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),
                          options=options)
-    models = ModelRepository(Path(config.model_repo) if config.model_repo else None, scorer.device)
-    servicer = PoolScorer(config, scorer, SessionStore(config.max_sessions, config.session_ttl_s), metrics, models)
+    models = backend.models(Path(config.model_repo) if config.model_repo else None)
+    servicer = PoolScorer(config, backend, SessionStore(config.max_sessions, config.session_ttl_s), metrics, models)
     server.add_generic_rpc_handlers((_handlers(servicer), _oip_handlers(
-        InferenceServicer(scorer, models, metrics, servicer_version()))))
+        InferenceServicer(backend, models, metrics, servicer_version()))))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
@@ -73,7 +72,7 @@ def build_server(config: ServeConfig) -> App:
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     http, metrics_port = _serve_metrics(config, metrics)
-    return App(server, port, metrics_port, scorer, checker, http)
+    return App(server, port, metrics_port, backend, checker, http)
 
 
 def _handlers(s: PoolScorer) -> grpc.GenericRpcHandler:
@@ -101,13 +100,23 @@ def _oip_handlers(s: InferenceServicer) -> grpc.GenericRpcHandler:
         name: grpc.unary_unary_rpc_method_handler(getattr(s, name), req.FromString, out) for name, req in calls.items()})
 
 
-def _warm(scorer: Scorer, names: str) -> None:
+def _backend(config: ServeConfig, metrics: Metrics):
+    """The scoring backend; each is imported only when chosen (onnx: torch is never loaded)."""
+    if config.backend == "onnx":
+        from poolscore.server.onnx_backend import OnnxBackend
+        return OnnxBackend(config.device)
+    if config.backend == "torch":
+        from poolscore.server.torch_backend import TorchBackend
+        return TorchBackend(config.device, config.compile, on_compiled=metrics.compiled.set)
+    raise ValueError(f"--backend must be torch or onnx, got {config.backend!r}")
+
+
+def _warm(backend, names: str) -> None:
     chosen = list(STRATEGIES) if names == "all" else [n for n in names.split(",") if n]
     unknown = [n for n in chosen if n not in STRATEGIES]
     if unknown:
         raise ValueError(f"--warm: unknown strategies {unknown}")
-    if chosen and scorer.kernels.mode != "off":
-        scorer.warm(chosen)
+    backend.warm(chosen)
 
 
 def _serve_metrics(config: ServeConfig, metrics: Metrics) -> tuple[object | None, int | None]:

@@ -15,6 +15,7 @@ class ServeConfig:
     port: int = 50051  # 0 asks the OS for a free port (tests do)
     metrics_port: int = 9464  # 0 asks the OS for a free port; -1 turns /metrics off
     device: str = "auto"  # auto = cuda when torch sees one, else cpu
+    backend: str = "torch"  # torch (compiled kernels), or onnx (scorer graphs in onnxruntime, no torch)
     compile: str = "background"  # torch.compile the kernels: off, background (serve eagerly meanwhile), sync
     warm: str = "entropy,margin,least_confidence"  # kernels compiled at start ("" for none, "all")
     model_repo: str = ""  # a folder of model folders (see README); "" hosts none

@@ -10,27 +10,25 @@ A hosted model shadows a strategy of the same name.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import torch
 
 from poolscore.server.errors import BadInput, ModelNotFound
 from poolscore.server.models import Committee, ModelRepository
-from poolscore.server.scoring import STRATEGIES, ScoreOptions, Scorer
+from poolscore.server.scoring import STRATEGIES, ScoreOptions
 from poolscore.server.statuses import maps_errors
-from poolscore.v1 import inference_pb2 as oip
+from poolscore.server.wire import RawTensor
+from poolscore.v1 import inference_pb2 as oip, scoring_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"  # the protocol's service path (see inference.proto)
-_TO_TORCH = {"FP32": torch.float32, "FP16": torch.float16, "BF16": torch.bfloat16, "FP64": torch.float64,
-             "INT64": torch.int64, "INT32": torch.int32}
-_TO_OIP = {v: k for k, v in _TO_TORCH.items()}
-_TYPED = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT64": "int64_contents", "INT32": "int_contents"}
+_WIRE = {"FP32": pb.FP32, "FP16": pb.FP16, "BF16": pb.BF16, "FP64": pb.FP64, "INT64": pb.INT64}
+_TO_OIP = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "float16": "FP16"}
+_TYPED = {"FP32": ("fp32_contents", np.float32), "FP64": ("fp64_contents", np.float64),
+          "INT64": ("int64_contents", np.int64)}
 
 
 class InferenceServicer:
-    def __init__(self, scorer: Scorer, models: ModelRepository, metrics, version: str) -> None:
-        self.scorer, self.models, self.metrics, self.version = scorer, models, metrics, version
+    def __init__(self, backend, models: ModelRepository, metrics, version: str) -> None:
+        self.backend, self.models, self.metrics, self.version = backend, models, metrics, version
 
     @maps_errors
     def ServerLive(self, req, context) -> oip.ServerLiveResponse:
@@ -71,23 +69,24 @@ class InferenceServicer:
 
     @maps_errors
     def ModelInfer(self, req: oip.ModelInferRequest, context) -> oip.ModelInferResponse:
-        tensors = _inputs(req)
+        tensors = {name: self.backend.from_numpy(a) if isinstance(a, np.ndarray) else a
+                   for name, a in _inputs(req, self.backend).items()}
         options = _options(req.parameters)
         if req.model_name in self.models.models:
             outputs = self._hosted(req.model_name, tensors, options)
         else:
             s = _scorer(req.model_name)
             x = tensors.get("logits")
-            scores = self.scorer.score(s, x, embedding=tensors.get("embedding"), ids=tensors.get("ids"), options=options)
+            scores = self.backend.score(s, x, embedding=tensors.get("embedding"), ids=tensors.get("ids"), options=options)
             outputs = {"scores": scores}
-            self.metrics.scored(s.name, self.scorer.device.type, 0 if x is None else x.shape[0], 0)
+            self.metrics.scored(s.name, self.backend.device_type, 0 if x is None else x.shape[0], 0)
         wanted = [o.name for o in req.outputs] or list(outputs)
         for name in wanted:
             if name not in outputs:
                 raise BadInput(f"outputs.{name}", f"model {req.model_name} has outputs {sorted(outputs)}")
-        return _response(req, {n: outputs[n] for n in wanted})
+        return _response(req, {n: self.backend.to_numpy(outputs[n]) for n in wanted})
 
-    def _hosted(self, name: str, tensors: dict[str, torch.Tensor], options: ScoreOptions) -> dict[str, torch.Tensor]:
+    def _hosted(self, name: str, tensors: dict, options: ScoreOptions) -> dict:
         model = self.models.models[name]
         if len(tensors) != 1:
             raise BadInput("inputs", f"model {name} takes one input, got {sorted(tensors)}")
@@ -95,7 +94,7 @@ class InferenceServicer:
         strategy = STRATEGIES.get(model.config.strategy)
         if strategy is None:
             raise BadInput("model", f"{name}'s default strategy {model.config.strategy!r} is unknown")
-        out = {"logits": logits, "scores": self.scorer.score(strategy, logits, embedding=emb, options=options)}
+        out = {"logits": logits, "scores": self.backend.score(strategy, logits, embedding=emb, options=options)}
         if emb is not None and not isinstance(model, Committee):
             out["embedding"] = emb
         return out
@@ -112,26 +111,25 @@ def _scorer(name: str):
     return s
 
 
-def _inputs(req: oip.ModelInferRequest) -> dict[str, torch.Tensor]:
+def _inputs(req: oip.ModelInferRequest, backend) -> dict:
+    """Raw contents as views of the request's bytes; typed contents as NumPy arrays."""
     raw = list(req.raw_input_contents)
     if raw and len(raw) != len(req.inputs):
         raise BadInput("raw_input_contents", f"{len(raw)} buffers for {len(req.inputs)} inputs")
     out = {}
     for i, t in enumerate(req.inputs):
-        dtype = _TO_TORCH.get(t.datatype)
-        if dtype is None:
-            raise BadInput(f"inputs.{t.name}.datatype", f"{t.datatype!r} is not one of {', '.join(_TO_TORCH)}")
-        shape = list(t.shape)
+        if t.datatype not in _WIRE:
+            raise BadInput(f"inputs.{t.name}.datatype", f"{t.datatype!r} is not one of {', '.join(_WIRE)}")
         if raw:
-            want = math.prod(shape) * dtype.itemsize
-            if len(raw[i]) != want:
-                raise BadInput(f"inputs.{t.name}", f"{len(raw[i])} bytes, shape {shape} of {t.datatype} needs {want}")
-            out[t.name] = torch.frombuffer(bytearray(raw[i]), dtype=dtype).view(shape) if want else torch.empty(shape, dtype=dtype)
-        else:
-            values = np.asarray(getattr(t.contents, _TYPED.get(t.datatype, "fp32_contents")))
-            if values.size != math.prod(shape):
-                raise BadInput(f"inputs.{t.name}.contents", f"{values.size} values for shape {shape}")
-            out[t.name] = torch.from_numpy(values.reshape(shape)).to(dtype)
+            out[t.name] = backend.view(RawTensor(_WIRE[t.datatype], tuple(t.shape), memoryview(raw[i])), f"inputs.{t.name}")
+            continue
+        field, dtype = _TYPED.get(t.datatype, (None, None))
+        if field is None:
+            raise BadInput(f"inputs.{t.name}.contents", f"send {t.datatype} as raw_input_contents")
+        values = np.asarray(getattr(t.contents, field), dtype=dtype)
+        if values.size != int(np.prod(t.shape)):
+            raise BadInput(f"inputs.{t.name}.contents", f"{values.size} values for shape {list(t.shape)}")
+        out[t.name] = values.reshape(tuple(t.shape))
     return out
 
 
@@ -144,10 +142,10 @@ def _options(params) -> ScoreOptions:
     return ScoreOptions(**given)
 
 
-def _response(req: oip.ModelInferRequest, outputs: dict[str, torch.Tensor]) -> oip.ModelInferResponse:
+def _response(req: oip.ModelInferRequest, outputs: dict[str, np.ndarray]) -> oip.ModelInferResponse:
     reply = oip.ModelInferResponse(model_name=req.model_name, model_version="1", id=req.id)
-    for name, t in outputs.items():
-        t = t.detach().float().contiguous().cpu() if t.dtype in (torch.float64, torch.bfloat16, torch.float16) else t.detach().contiguous().cpu()
-        reply.outputs.add(name=name, datatype=_TO_OIP[t.dtype], shape=list(t.shape))
-        reply.raw_output_contents.append(t.numpy().tobytes())
+    for name, a in outputs.items():
+        a = np.ascontiguousarray(a.astype(np.float32) if a.dtype.kind == "f" else a)  # scores and logits as FP32
+        reply.outputs.add(name=name, datatype=_TO_OIP[str(a.dtype)], shape=list(a.shape))
+        reply.raw_output_contents.append(a.tobytes())
     return reply

@@ -4,30 +4,24 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Iterator
 
-import torch
-
-from poolscore.server import batches, decode
+from poolscore.server import batches
 from poolscore.server.config import ServeConfig
-from poolscore.server.device import describe
 from poolscore.server.errors import BadInput
 from poolscore.server.metrics import Metrics
-from poolscore.server.scoring import STRATEGIES, Scorer
+from poolscore.server.scoring import STRATEGIES
 from poolscore.server.sessions import Session, SessionStore
-from poolscore.server.models import ModelRepository, model_info
 from poolscore.server.spec import Feed, Spec, check_k, feed_for, parse
 from poolscore.server.statuses import maps_errors
-from poolscore.server.topk import TopK
 from poolscore.server.wire import Parsed
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
 
 
 class PoolScorer(pb_grpc.PoolScorerServicer):
-    def __init__(self, config: ServeConfig, scorer: Scorer, sessions: SessionStore, metrics: Metrics,
-                 models: ModelRepository) -> None:
-        self.config, self.scorer, self.sessions, self.metrics = config, scorer, sessions, metrics
+    def __init__(self, config: ServeConfig, backend, sessions: SessionStore, metrics: Metrics, models) -> None:
+        self.config, self.backend, self.sessions, self.metrics = config, backend, sessions, metrics
         self.models = models
-        self.device = scorer.device.type
+        self.device = backend.device_type
 
     @maps_errors
     def ScorePool(self, requests: Iterator[pb.ScoreRequest], context) -> pb.TopK:
@@ -84,7 +78,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         with self.metrics.batch_seconds.labels("ScoreBatch").time():
             spec = parse(req.strategy)
             scored = self._score(spec, 0, req, 0, feed_for(req.model, spec, self.models))
-            return pb.ScoreBatchReply(scores=decode.encode(scored.scores))
+            return pb.ScoreBatchReply(scores=self.backend.encode(scored.scores))
 
     @maps_errors
     def ServerInfo(self, req: pb.ServerInfoRequest, context) -> pb.ServerInfoReply:
@@ -97,8 +91,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     def _info(self) -> pb.ServerInfoReply:
         return pb.ServerInfoReply(
-            models=[model_info(m) for m in self.models.models.values()], model_errors=self.models.errors,
-            version=version(), device=describe(self.scorer.device),
+            models=[m.info() for m in self.models.models.values()], model_errors=self.models.errors,
+            version=version(), device=f"{self.backend.description}, {self.backend.name} backend",
             strategies=[pb.StrategyInfo(name=s.name, input_shape=s.shape, summary=s.summary,
                                         needs_embedding=s.needs_embedding, entropic=s.entropic)
                         for s in STRATEGIES.values()],
@@ -116,15 +110,14 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def _score(self, spec: Spec, seq: int, req: Parsed, first_row: int, feed: Feed | None) -> batches.Scored:
         try:
             with self.metrics.kernel_seconds.labels(spec.strategy.name).time():
-                scored = batches.score(self.scorer, spec, req, first_row, feed)
+                scored = batches.score(self.backend, spec, req, first_row, feed)
         except BadInput as err:
             raise err.in_batch(seq) from None
         self.metrics.scored(spec.strategy.name, self.device, scored.rows, scored.nbytes)
         return scored
 
-    def _empty_top(self, k: int) -> TopK:
-        # float64 keeps every strategy's scores exactly (random's 53 bits, float64 inputs)
-        return TopK.empty(check_k(k, self.config.max_k), dtype=torch.float64, device=self.scorer.device)
+    def _empty_top(self, k: int):
+        return self.backend.empty_top(check_k(k, self.config.max_k))
 
 
 def _session_reply(s: Session) -> pb.Session:

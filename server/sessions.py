@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 
 from poolscore.server.errors import BadInput, OverLimit, SequenceGap, SessionNotFound
 from poolscore.server.spec import Feed, Spec
-from poolscore.server.topk import TopK
 
 
 @dataclass
 class Session:
     id: str
     spec: Spec
-    top: TopK
+    top: object  # topk.TopK or topk_numpy.NumpyTopK, as the backend keeps it
     next_seq: int = 0
     items: int = 0
     feed: Feed | None = None  # the hosted model, when batches carry raw inputs
@@ -29,7 +28,7 @@ class Session:
     used: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def commit(self, seq: int, top: TopK, rows: int, batch_keys: list[str] | None) -> None:
+    def commit(self, seq: int, top, rows: int, batch_keys: list[str] | None) -> None:
         """Apply a scored batch; the caller holds self.lock and checked seq == next_seq."""
         if batch_keys is not None and top is not self.top:
             first = self.items
@@ -60,7 +59,7 @@ class SessionStore:
         self._lock = threading.Lock()
         self.max_sessions, self.ttl_s = max_sessions, ttl_s
 
-    def create(self, spec: Spec, top: TopK, session_id: str = "", feed: Feed | None = None) -> Session:
+    def create(self, spec: Spec, top, session_id: str = "", feed: Feed | None = None) -> Session:
         with self._lock:
             self._expire()
             if session_id and session_id in self._sessions:

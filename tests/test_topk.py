@@ -7,12 +7,15 @@ import torch
 from hypothesis import given, strategies as st
 
 from poolscore.server.topk import TopK
+from poolscore.server.topk_numpy import NumpyTopK
 
 
-def stream(scores: np.ndarray, ids: np.ndarray, k: int, cuts: list[int]) -> TopK:
-    top = TopK.empty(k, dtype=torch.from_numpy(scores).dtype)
+def stream(scores: np.ndarray, ids: np.ndarray, k: int, cuts: list[int], numpy: bool = False):
+    """Either implementation: torch (topk.py) or NumPy (topk_numpy.py, the ONNX backend's)."""
+    top = NumpyTopK.empty(k, scores.dtype) if numpy else TopK.empty(k, dtype=torch.from_numpy(scores).dtype)
+    as_array = (lambda a: a) if numpy else torch.from_numpy
     for lo, hi in zip([0] + cuts, cuts + [len(scores)]):
-        top = top.merged(torch.from_numpy(scores[lo:hi]), torch.from_numpy(ids[lo:hi]))
+        top = top.merged(as_array(scores[lo:hi]), as_array(ids[lo:hi]))
     return top
 
 
@@ -21,17 +24,18 @@ def full_sort(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, 
     return scores[order], ids[order]
 
 
+@pytest.mark.parametrize("numpy", [False, True], ids=["torch", "numpy"])
 @given(n=st.integers(0, 3000), k=st.integers(1, 300), levels=st.sampled_from([2, 7, 1000, 0]),
        seed=st.integers(0, 2**32 - 1))
-def test_streamed_in_uneven_batches_with_heavy_ties_equals_lexsort(n: int, k: int, levels: int, seed: int) -> None:
+def test_streamed_in_uneven_batches_with_heavy_ties_equals_lexsort(numpy: bool, n: int, k: int, levels: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     scores = (rng.integers(0, levels, n) if levels else rng.random(n)).astype(np.float32)
     ids = rng.permutation(n).astype(np.int64) * 3 - 1000  # unordered, negative ids too
     cuts = sorted(rng.choice(max(n, 1), size=min(n, int(rng.integers(0, 40))), replace=False).tolist())
-    top = stream(scores, ids, k, cuts)
+    top = stream(scores, ids, k, cuts, numpy)
     want_scores, want_ids = full_sort(scores, ids, k)
-    np.testing.assert_array_equal(top.ids.numpy(), want_ids)
-    np.testing.assert_array_equal(top.scores.numpy(), want_scores)
+    np.testing.assert_array_equal(np.asarray(top.ids), want_ids)
+    np.testing.assert_array_equal(np.asarray(top.scores), want_scores)
 
 
 def test_merge_returns_a_new_value_and_leaves_the_old_one_alone() -> None:

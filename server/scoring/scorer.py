@@ -40,7 +40,7 @@ class Scorer:
         finite = torch.isfinite(scores)
         if not bool(finite.all()):  # the one host sync: a NaN score marks a bad row
             row = int((~finite).nonzero()[0, 0])
-            raise validate.bad_row(field, kind, x, emb, row)
+            raise validate.bad_row(field, kind, _row(x, row), None if emb is None else _row(emb, row), row)
         return _rescale(scores, s, options, x.shape[-1])
 
     def warm(self, strategies: list[str] | None = None, kind: str = "logits", dtype: torch.dtype = torch.float32) -> None:
@@ -50,6 +50,10 @@ class Scorer:
 
     def close(self) -> None:
         self.kernels.close()
+
+
+def _row(t: torch.Tensor, row: int):
+    return t[row].detach().float().cpu().numpy()
 
 
 def _rescale(scores: torch.Tensor, s: Strategy, options: ScoreOptions, classes: int) -> torch.Tensor:

@@ -1,0 +1,70 @@
+"""The torch backend: compiled kernels and the top-K on the scoring device (CUDA or CPU)."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from poolscore.server import decode, device as devices
+from poolscore.server.scoring import ScoreOptions, Strategy, Scorer
+from poolscore.server.topk import TopK
+from poolscore.server.wire import RawTensor
+from poolscore.v1 import scoring_pb2 as pb
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+           "float64": torch.float64, "int64": torch.int64, "int32": torch.int32}
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, device: str, compile: str, on_compiled: Callable[[int], None] | None = None) -> None:
+        self.scorer = Scorer(devices.choose(device), compile=compile, on_compiled=on_compiled)
+        self.device = self.scorer.device
+        self.device_type = self.device.type
+        self.description = devices.describe(self.device)
+        self.xp = torch
+
+    def view(self, raw: RawTensor, field: str) -> torch.Tensor:
+        """A read-only tensor over the message bytes (no copy); the scorer makes the one copy to the device."""
+        name, shape = decode.checked(raw, field)
+        if not len(raw.data):
+            return torch.empty(shape, dtype=_DTYPES[name])
+        with warnings.catch_warnings():  # read-only is intended: kernels never write their input
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.frombuffer(raw.data, dtype=_DTYPES[name]).view(shape)
+
+    def from_numpy(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    def arange(self, first: int, rows: int) -> torch.Tensor:
+        return torch.arange(first, first + rows, dtype=torch.int64)
+
+    def score(self, strategy: Strategy, x, *, embedding=None, ids=None, options: ScoreOptions) -> torch.Tensor:
+        return self.scorer.score(strategy, x, embedding=embedding, ids=ids, options=options)
+
+    def empty_top(self, k: int) -> TopK:
+        # float64 keeps every strategy's scores exactly (random's 53 bits, float64 inputs)
+        return TopK.empty(k, dtype=torch.float64, device=self.device)
+
+    def to_numpy(self, t: torch.Tensor) -> np.ndarray:
+        t = t.detach().cpu()
+        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+    def encode(self, t: torch.Tensor) -> pb.Tensor:
+        a = np.ascontiguousarray(self.to_numpy(t))
+        return pb.Tensor(dtype=decode.WIRE[str(a.dtype)], shape=list(a.shape), data=a.tobytes())
+
+    def models(self, root: Path | None):
+        from poolscore.server.models import ModelRepository
+        return ModelRepository(root, self)
+
+    def warm(self, names: list[str]) -> None:
+        if names and self.scorer.kernels.mode != "off":
+            self.scorer.warm(names)
+
+    def close(self) -> None:
+        self.scorer.close()
