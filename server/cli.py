@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import signal
 import sys
 import threading
@@ -20,11 +21,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_flags(sub.add_parser("serve", help="run the gRPC server and /metrics"))
     _score_flags(sub.add_parser("score", help="score a pool file and print or write its top-K"))
-    info = sub.add_parser("info", help="print a server's version, device, strategies and limits")
+    info = sub.add_parser("info", help="print a server's version, device, strategies, models and limits")
     info.add_argument("--target", required=True, help="host:port of a running server")
+    _export_flags(sub.add_parser("export-scorer", help="write a strategy's kernel as an ONNX graph (logits in, scores out)"))
+    _fuse_flags(sub.add_parser("fuse-scorer", help="append a scorer graph to an ONNX model's logits output"))
     args = parser.parse_args(argv)
     try:
-        return {"serve": _serve, "score": _score, "info": _info}[args.command](args)
+        return {"serve": _serve, "score": _score, "info": _info, "export-scorer": _export,
+                "fuse-scorer": _fuse}[args.command](args)
     except (FileNotFoundError, ValueError, OSError) as err:
         print(f"poolscore {args.command}: {err}", file=sys.stderr)
         return 2
@@ -107,6 +111,56 @@ def _target(args: argparse.Namespace) -> Iterator[str]:
         app.stop(grace=None)
 
 
+def _scorer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", default="entropy")
+    p.add_argument("--input-kind", default="logits", choices=["logits", "probabilities", "log_probabilities"])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--base", type=float, default=0.0, help="log base of entropies (2: bits; default e)")
+    p.add_argument("--normalized", action="store_true", help="entropies ÷ log C")
+    p.add_argument("-o", "--out", type=Path, required=True)
+
+
+def _export_flags(p: argparse.ArgumentParser) -> None:
+    _scorer_options(p)
+    p.add_argument("--classes", type=int, help="fix C in the graph (default: any C)")
+    p.add_argument("--opset", type=int, default=17)
+
+
+def _fuse_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, help="an ONNX model whose output holds logits")
+    _scorer_options(p)
+    p.add_argument("--logits-output", help="the model output to score (default: its first output)")
+    p.add_argument("--embedding-output", help="the model output feeding expected_gradient_length")
+
+
+def _graph(args: argparse.Namespace, opset: int, classes: int | None = None):
+    from poolscore.server.onnx_scorer import scorer_graph
+
+    return scorer_graph(args.strategy, classes=classes, input_kind=args.input_kind, temperature=args.temperature,
+                        base=args.base or math.e, normalized=args.normalized, opset=opset)
+
+
+def _export(args: argparse.Namespace) -> int:
+    import onnx
+
+    onnx.save(_graph(args, args.opset, args.classes), args.out)
+    print(f"wrote the {args.strategy} scorer to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    import onnx
+
+    from poolscore.server.onnx_scorer import fuse
+
+    model = onnx.load(args.model)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    fused = fuse(model, _graph(args, max(opset, 13)), args.logits_output, embedding_output=args.embedding_output)
+    onnx.save(fused, args.out)
+    print(f"wrote {args.model.name} + the {args.strategy} scorer to {args.out} (output: scores)", file=sys.stderr)
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from poolscore.client import Client
 
@@ -117,6 +171,11 @@ def _info(args: argparse.Namespace) -> int:
           f"messages ≤ {info.limits.max_message_bytes} bytes")
     for s in info.strategies:
         print(f"  {s.name:<26} {s.input_shape:<10} {s.summary}")
+    for m in info.models:
+        print(f"model {m.name} ({m.platform}): input {m.input.name or '?'} {list(m.input.shape)}, "
+              f"default {m.default_strategy}{', MC dropout' if m.mc_dropout else ''}")
+    for name, error in info.model_errors.items():
+        print(f"model {name} NOT SERVED: {error}")
     return 0
 
 

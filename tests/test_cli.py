@@ -97,3 +97,39 @@ def test_errors_are_one_clear_line() -> None:
     assert bad.returncode == 2 and "invalid int value: 'x'" in bad.stderr
     env = run("serve", env={"POOLSCORE_PORT": "nope"})
     assert env.returncode == 2 and "POOLSCORE_PORT='nope'" in env.stderr
+
+
+def test_export_scorer_writes_a_graph_that_scores_like_the_kernel(tmp_path: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from poolscore.server.scoring import ScoreOptions, Scorer
+
+    out = tmp_path / "margin.onnx"
+    res = run("export-scorer", "--strategy", "entropy", "--classes", "7", "--base", "2", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    logits = np.random.default_rng(3).normal(size=(40, 7)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["scores"], {"logits": logits})[0]
+    want = Scorer("cpu", compile="off").score("entropy", torch.from_numpy(logits), options=ScoreOptions(base=2))
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5)
+
+
+def test_fuse_scorer_appends_scores_to_a_model(tmp_path: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    import modelzoo
+    from poolscore.server.scoring import Scorer
+
+    net = modelzoo.train(0, steps=5)
+    modelzoo.write_onnx(net, tmp_path / "model.onnx", mc=False)
+    res = run("fuse-scorer", str(tmp_path / "model.onnx"), "--strategy", "least_confidence", "--logits-output", "logits",
+              "-o", str(tmp_path / "scored.onnx"))
+    assert res.returncode == 0, res.stderr
+    x = modelzoo.digits()[:64]
+    session = ort.InferenceSession(str(tmp_path / "scored.onnx"), providers=["CPUExecutionProvider"])
+    assert {o.name for o in session.get_outputs()} == {"hidden", "scores"}  # the logits stay inside the graph
+    scores = session.run(["scores"], {"x": x})[0]
+    with torch.no_grad():
+        want = Scorer("cpu", compile="off").score("least_confidence", net(torch.from_numpy(x))[0]).numpy()
+    np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-7)
