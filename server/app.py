@@ -31,6 +31,7 @@ class App:
     metrics_port: int | None  # None: /metrics is off
     backend: object  # TorchBackend or OnnxBackend
     health: health.HealthServicer
+    models: object  # models.ModelRepository
     _metrics_http: object | None = None
 
     @property
@@ -72,7 +73,7 @@ def build_server(config: ServeConfig) -> App:
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     http, metrics_port = _serve_metrics(config, metrics)
-    return App(server, port, metrics_port, backend, checker, http)
+    return App(server, port, metrics_port, backend, checker, models, http)
 
 
 def _handlers(s: PoolScorer) -> grpc.GenericRpcHandler:

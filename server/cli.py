@@ -45,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())
+    signal.signal(signal.SIGHUP, lambda *_: app.models.reload())  # as the ReloadModels RPC does
     stopped.wait()
     log.info("shutting down: finishing calls in flight (10 s grace)")
     app.stop(grace=10.0)
