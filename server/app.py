@@ -108,7 +108,7 @@ def _backend(config: ServeConfig, metrics: Metrics):
         return OnnxBackend(config.device)
     if config.backend == "torch":
         from poolscore.server.torch_backend import TorchBackend
-        return TorchBackend(config.device, config.compile, on_compiled=metrics.compiled.set)
+        return TorchBackend(config.device, config.compile, on_compiled=metrics.compiled.set, threads=config.threads)
     raise ValueError(f"--backend must be torch or onnx, got {config.backend!r}")
 
 

@@ -21,7 +21,10 @@ _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torc
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, device: str, compile: str, on_compiled: Callable[[int], None] | None = None) -> None:
+    def __init__(self, device: str, compile: str, on_compiled: Callable[[int], None] | None = None,
+                 threads: int = 0) -> None:
+        if threads > 0:  # the process's kernels share the cores with gRPC's threads
+            torch.set_num_threads(threads)
         self.scorer = Scorer(devices.choose(device), compile=compile, on_compiled=on_compiled)
         self.device = self.scorer.device
         self.device_type = self.device.type

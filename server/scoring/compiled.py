@@ -25,11 +25,17 @@ from poolscore.server.scoring.registry import Strategy
 log = logging.getLogger(__name__)
 
 CompileMode = Literal["off", "background", "sync"]
-Key = tuple[str, str, torch.dtype, int, str, "torch.dtype | None"]
+Key = tuple[str, str, torch.dtype, int, str, "torch.dtype | None", int]
+_CLASS_BUCKETS = (16, 256)
+_UNBOUNDED = 2**31 - 1
+_REDUCED = 4096  # inductor guards a reduced axis at ≤ 4096: larger C or D run eagerly  # C ≤ 16, ≤ 256, more: inductor tunes loops to the example's C
 
 
 def key_of(strategy: Strategy, kind: str, x: torch.Tensor, emb: torch.Tensor | None) -> Key:
-    return (strategy.name, kind, x.dtype, x.dim(), x.device.type, None if emb is None else emb.dtype)
+    """What a compiled kernel is specific to. Shapes are dynamic, but a kernel compiled from a
+    C = 10 example runs 4x slower at C = 100 than one compiled from C = 100: hence the bucket."""
+    bucket = sum(x.shape[-1] > b for b in _CLASS_BUCKETS)
+    return (strategy.name, kind, x.dtype, x.dim(), x.device.type, None if emb is None else emb.dtype, bucket)
 
 
 class CompiledKernels:
@@ -41,7 +47,7 @@ class CompiledKernels:
         self.mode, self._on_ready = mode, on_ready  # on_ready(number of kernels ready), e.g. a gauge
         self._ready: dict[Key, Kernel] = {}
         self._pending: dict[Key, Future] = {}
-        self._compiled: dict[str, Callable] = {}
+        self._compiled: dict[Key, Callable] = {}
         self._lock = threading.Lock()  # guards the three dicts; compilation runs outside it
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
@@ -63,13 +69,14 @@ class CompiledKernels:
             return self._ready.get(key, eager)
         return eager
 
-    def warm(self, strategies: list[Strategy], kind: str, dtype: torch.dtype, device: torch.device) -> list[Future]:
-        """Start compiling these strategies for inputs of `kind` and `dtype` on `device`."""
+    def warm(self, strategies: list[Strategy], kind: str, dtype: torch.dtype, device: torch.device,
+             classes: int = 10) -> list[Future]:
+        """Start compiling these strategies for inputs of `kind`, `dtype` and about `classes` classes."""
         futures = []
         for s in strategies:
             if s.scores_ids:
                 continue
-            x = torch.zeros((64, 8, 16)[: s.rank - 1] + (16,), dtype=dtype, device=device)
+            x = torch.zeros((64, 8, 16)[: s.rank - 1] + (classes,), dtype=dtype, device=device)
             emb = torch.zeros(64, 16, dtype=dtype, device=device) if s.needs_embedding else None
             futures.append(self._start(s, kind, x, emb, key_of(s, kind, x, emb)))
         return futures
@@ -113,8 +120,9 @@ class CompiledKernels:
                 future.set_result(None)
 
     def _compile(self, strategy: Strategy, kind: str, example: tuple, key: Key) -> None:
-        compiled = self._compiled.setdefault(strategy.name, torch.compile(KERNELS[strategy.name], dynamic=True))
+        compiled = self._compiled.setdefault(key, torch.compile(KERNELS[strategy.name], dynamic=False))
         x, emb = example
+        _mark_dynamic(x, emb, key[-1])
         inv_t = torch.ones((), dtype=torch.float64, device=x.device)
         try:
             compiled(x, emb, inv_t, kind)
@@ -129,13 +137,27 @@ class CompiledKernels:
         log.info("compiled %s for %s %s rank %d on %s", strategy.name, kind, x.dtype, x.dim(), x.device)
 
 
+def _mark_dynamic(x: torch.Tensor, emb: torch.Tensor | None, bucket: int) -> None:
+    """Every axis symbolic, the class axis within its bucket: the guards then send each C to
+    the graph compiled for its bucket (dynamo keeps all graphs of a kernel on one code object).
+    (mark_dynamic needs both bounds when given one.)"""
+    torch._dynamo.mark_dynamic(x, 0, min=2, max=_UNBOUNDED)
+    for axis in range(1, x.dim() - 1):  # T or M: inductor guards these at ≤ 4096
+        torch._dynamo.mark_dynamic(x, axis, min=2, max=_REDUCED)
+    bounds = (1,) + _CLASS_BUCKETS + (_REDUCED,)
+    torch._dynamo.mark_dynamic(x, x.dim() - 1, min=max(2, bounds[bucket] + 1), max=bounds[bucket + 1])
+    if emb is not None:
+        torch._dynamo.mark_dynamic(emb, 0, min=2, max=_UNBOUNDED)
+        torch._dynamo.mark_dynamic(emb, 1, min=2, max=_REDUCED)
+
+
 def _example(x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     """A stand-in of the same dtype, rank, device and class count for compiling.
 
     No axis of size 0 or 1 (dynamo would specialise them), and a realistic row count:
     inductor picks threading and tiling from the example's sizes.
     """
-    inner = [max(n, 2) for n in x.shape[1:]]
+    inner = [min(max(n, 2), _REDUCED) for n in x.shape[1:]]
     inner[:-1] = [min(n, 16) for n in inner[:-1]]  # sample axes
     rows = rows or max(2, min(16384, 2**22 // max(1, math.prod(inner))))
     return torch.rand([rows, *inner], device=x.device).to(x.dtype) + 0.5
