@@ -11,7 +11,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poolscore.client import tensors, wire
-from poolscore.client.errors import PoolscoreError, Unavailable, from_rpc_error
+from poolscore.client.errors import Unavailable, from_rpc_error
 from poolscore.client.pools import Batch, batches_of
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc

@@ -20,8 +20,3 @@ def describe(device: torch.device) -> str:
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads)"
 
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued kernels (timing, and before reading results on the host)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -40,7 +40,7 @@ class InferenceServicer:
 
     @maps_errors
     def ModelReady(self, req: oip.ModelReadyRequest, context) -> oip.ModelReadyResponse:
-        return oip.ModelReadyResponse(ready=req.name in self.models.models or req.name in _scorers())
+        return oip.ModelReadyResponse(ready=req.name in self.models.models or req.name in STRATEGIES)
 
     @maps_errors
     def ServerMetadata(self, req, context) -> oip.ServerMetadataResponse:
@@ -98,10 +98,6 @@ class InferenceServicer:
         if emb is not None and not isinstance(model, Committee):
             out["embedding"] = emb
         return out
-
-
-def _scorers() -> dict:
-    return {n: s for n, s in STRATEGIES.items()}
 
 
 def _scorer(name: str):

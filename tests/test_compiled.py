@@ -7,6 +7,7 @@ import torch
 
 from poolscore.server.scoring import ScoreOptions, Scorer, strategy_named
 from poolscore.server.scoring.compiled import key_of
+from poolscore.server.scoring.kernels import KERNELS
 
 pytestmark = pytest.mark.compiled
 COMPILED = ["entropy", "margin", "bald"]  # a reduction, a topk, a sample axis: ~5-20 s each
@@ -46,11 +47,14 @@ def test_first_use_serves_eagerly_while_compiling_in_the_background() -> None:
     s = Scorer("cpu", compile="background", on_compiled=counts.append)  # the server's gauge hook
     try:
         x = torch.randn(64, 6, dtype=torch.float64)  # a key nothing else compiled
-        key = key_of(strategy_named("least_confidence"), "logits", x, None)
-        first = s.score("least_confidence", x)  # returns before the compilation finishes
-        assert key not in s.kernels.ready_keys()
+        strategy = strategy_named("least_confidence")
+        key = key_of(strategy, "logits", x, None)
+        # the first ask starts the compilation and answers at once with the eager kernel
+        assert s.kernels.kernel_for(strategy, "logits", x, None) is KERNELS["least_confidence"]
+        first = s.score("least_confidence", x)
         s.kernels.wait()
         assert key in s.kernels.ready_keys() and counts == [1]
+        assert s.kernels.kernel_for(strategy, "logits", x, None) is not KERNELS["least_confidence"]
         torch.testing.assert_close(s.score("least_confidence", x), first, rtol=1e-12, atol=0)
     finally:
         s.close()

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, strategies as st
-from hypothesis.extra import numpy as hnp
 
 import reference as ref
 from poolscore.server.scoring import STRATEGIES, ScoreOptions, Scorer

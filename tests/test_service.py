@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from poolscore.client import BadBatch, Batch, Client, NotFound, OverLimit, SequenceGap, TopK
+from poolscore.client import BadBatch, Batch, Client, NotFound, OverLimit
 
 
 def full_top(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
