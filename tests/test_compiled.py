@@ -62,15 +62,19 @@ def test_first_use_serves_eagerly_while_compiling_in_the_background() -> None:
 
 def test_few_classes_run_rows_inner_on_the_cpu_with_the_same_scores(compiled_scorer: Scorer, scorer: Scorer) -> None:
     """C ≤ 16 goes through the relayout on the CPU; a NaN still names its row there."""
-    from poolscore.server.scoring.compiled import RowsInnerKernel
+    from poolscore.server.scoring.relayout import RowsInnerKernel
     x = torch.from_numpy(np.random.default_rng(5).normal(size=(4099, 3)).astype(np.float16))
     x = x.to(compiled_scorer.device)
     compiled_scorer.kernels.warm([strategy_named("entropy")], "logits", torch.float16, x.device, classes=3)
     compiled_scorer.kernels.wait()
     kernel = compiled_scorer.kernels.kernel_for(strategy_named("entropy"), "logits", x, None)
     assert isinstance(kernel, RowsInnerKernel) == (x.device.type == "cpu")
-    np.testing.assert_allclose(compiled_scorer.score("entropy", x).cpu().numpy(),
-                               scorer.score("entropy", x.cpu()).numpy(), rtol=2e-5, atol=1e-6)
+    want = scorer.score("entropy", x.cpu()).numpy()
+    np.testing.assert_allclose(compiled_scorer.score("entropy", x).cpu().numpy(), want, rtol=2e-5, atol=1e-6)
+    compiled_scorer.kernels.wait()  # the first batch started the relayout compiled for C = 3
+    np.testing.assert_allclose(compiled_scorer.score("entropy", x).cpu().numpy(), want, rtol=2e-5, atol=1e-6)
+    if isinstance(kernel, RowsInnerKernel):
+        assert kernel.relayout.tuned_for(x)
     x[4000, 1] = float("inf")
     with pytest.raises(ValueError, match="row 4000"):
         compiled_scorer.score("entropy", x)
