@@ -8,6 +8,7 @@ from poolscore.server import batches
 from poolscore.server.config import ServeConfig
 from poolscore.server.errors import BadInput
 from poolscore.server.metrics import Metrics
+from poolscore.server.readahead import read_ahead
 from poolscore.server.scoring import STRATEGIES
 from poolscore.server.sessions import Session, SessionStore
 from poolscore.server.spec import Feed, Spec, check_k, feed_for, parse
@@ -26,7 +27,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     @maps_errors
     def ScorePool(self, requests: Iterator[pb.ScoreRequest], context) -> pb.TopK:
         session: Session | None = None
-        for seq, req in enumerate(requests):
+        for seq, req in enumerate(read_ahead(requests)):
             if session is None:  # the first message opens the pool: strategy, k, model
                 spec = parse(req.strategy)
                 session = Session("pool", spec, self._empty_top(req.k), feed=feed_for(req.model, spec, self.models))
@@ -40,7 +41,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     @maps_errors
     def Score(self, requests: Iterator[pb.ScoreRequest], context) -> Iterator[pb.ScoreAck]:
-        for req in requests:
+        for req in read_ahead(requests):
             with self.metrics.batch_seconds.labels("Score").time():
                 session = self.sessions.get(req.session_id)
                 with session.lock:

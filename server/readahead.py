@@ -1,0 +1,52 @@
+"""Receive the next request of a stream while this one is scored.
+
+gRPC's request iterator starts receiving a message only when asked for it, so a handler
+that scores between `next()` calls leaves the transport idle meanwhile. A thread asks
+ahead instead, up to `depth` messages (memory: that many batches more per stream).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator, TypeVar
+
+T = TypeVar("T")
+_END = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def read_ahead(requests: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """The same items in the same order, received by a thread up to `depth` ahead."""
+    ready: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in requests:
+                if stop.is_set():
+                    return
+                ready.put(item)
+            ready.put(_END)
+        except BaseException as err:  # the RPC's own failure (a cancel, a bad message): hand it over
+            if not stop.is_set():
+                ready.put(_Failed(err))
+
+    threading.Thread(target=pump, name="poolscore-read-ahead", daemon=True).start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        # The consumer is done (or failed): stop the pump, and make room for the one put
+        # it may be blocked in, so it never waits forever on a queue nobody reads.
+        stop.set()
+        while True:
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                break

@@ -1,0 +1,42 @@
+"""read_ahead: the same items in order, the producer's error in the consumer, no stuck thread."""
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+
+from poolscore.server.readahead import read_ahead
+
+
+def _pumps() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "poolscore-read-ahead"]
+
+
+def test_items_arrive_in_order_and_all_of_them() -> None:
+    assert list(read_ahead(iter(range(1000)), depth=3)) == list(range(1000))
+    assert list(read_ahead(iter([]))) == []
+
+
+def test_a_failing_stream_raises_in_the_consumer_after_what_it_sent() -> None:
+    def stream():
+        yield from (1, 2, 3)
+        raise ConnectionResetError("client went away")
+
+    got = []
+    with pytest.raises(ConnectionResetError, match="client went away"):
+        for item in read_ahead(stream()):
+            got.append(item)
+    assert got == [1, 2, 3]
+
+
+def test_a_consumer_that_stops_early_frees_the_reading_thread() -> None:
+    before = set(_pumps())
+    items = read_ahead(itertools.count(), depth=2)  # endless: the pump fills the queue and blocks
+    assert next(items) == 0
+    started = set(_pumps()) - before
+    assert len(started) == 1
+    items.close()  # the handler returned (say, on a bad batch)
+    for pump in started:
+        pump.join(timeout=10)
+        assert not pump.is_alive()
