@@ -65,25 +65,47 @@ def peer_top(peer, d: PeerInput) -> np.ndarray:
     return top[np.lexsort((top, -scores[top]))]
 
 
-def run_shape(n: int, c: int, ours: str, sink: str, batch_bytes: int) -> None:
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process has used (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(fn, server_pid: int) -> tuple[float, float, float, object]:
+    """Wall seconds, server CPU seconds, this process's CPU seconds (the client), result."""
+    server, client, t = cpu_s(server_pid), time.process_time(), time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t, cpu_s(server_pid) - server, time.process_time() - client, result
+
+
+def run_shape(n: int, c: int, ours: tuple[str, int], sink: tuple[str, int], batch_bytes: int) -> None:
     logits = np.random.default_rng(0).normal(size=(n, c)).astype(np.float32)
     gb = logits.nbytes / 1e9
     msgs = messages(logits, batch_bytes)
-    t_ours = t_bare = float("inf")
-    with Client(ours, batch_bytes=batch_bytes, max_message_bytes=256 << 20) as client, \
-            grpc.insecure_channel(sink, options=[("grpc.max_send_message_length", 1 << 30)]) as ch:
+    best = {}  # name -> (wall, server CPU, client CPU) of its fastest run
+    with Client(ours[0], batch_bytes=batch_bytes, max_message_bytes=256 << 20) as client, \
+            grpc.insecure_channel(sink[0], options=[("grpc.max_send_message_length", 1 << 30)]) as ch:
         drain = ch.stream_unary("/bench.Sink/Drain")
         client.score_pool(logits[: min(n, 70_000)], STRATEGY, k=K)  # warm: compiled kernel, connection
         drain(iter(msgs[:3]))
         for _ in range(5):  # interleaved, so a machine that drifts in speed slows both alike
-            t, top = timed(lambda: client.score_pool(logits, STRATEGY, k=K), repeats=1)
-            t_ours = min(t_ours, t)
-            t_bare = min(t_bare, timed(lambda: drain(iter(msgs)), repeats=1)[0])
+            *ours_run, top = measured(lambda: client.score_pool(logits, STRATEGY, k=K), ours[1])
+            *bare_run, _ = measured(lambda: drain(iter(msgs)), sink[1])
+            for name, run in (("ours", ours_run), ("bare", bare_run)):
+                best[name] = min(best.get(name, run), run)
+    (t_ours, *cpu_ours), (t_bare, *cpu_bare) = best["ours"], best["bare"]
     print(f"\n{n:,} x {c} float32 logits ({gb * 1e3:.0f} MB), {STRATEGY}, k={K}, batches of {batch_bytes >> 20} MiB")
     row = lambda name, t: print(f"  {name:<34} {n / t / 1e6:7.2f} M rows/s  {gb / t:6.2f} GB/s  {t:7.3f} s")  # noqa: E731
     row("poolscore end to end (loopback)", t_ours)
     row("bare gRPC stream, no work (limit)", t_bare)
     print(f"  -> poolscore / bare transport: {t_bare / t_ours:.2f}x of the limit (target >= 0.60)")
+    cores = os.cpu_count() or 1
+    for name, t, (server, client) in (("poolscore", t_ours, cpu_ours), ("bare", t_bare, cpu_bare)):
+        print(f"  -> CPU, {name}: server {server * 1e3:.0f} ms + client {client * 1e3:.0f} ms "
+              f"= {(server + client) / (t * cores):.0%} of {cores} cores for {t * 1e3:.0f} ms")
     d = PeerInput(logits, np.arange(n))
     for name, peer in peers_for(STRATEGY).items():
         t_peer, peer_ids = timed(lambda: peer_top(peer, d), repeats=1)
@@ -109,7 +131,7 @@ def main() -> None:
             c.wait_ready()
             print(f"server: {c.info().device}")
         for n, c in ((2_000_000 // scale, 10), (200_000 // scale, 1000)):
-            run_shape(n, c, ours_t, sink_t, args.batch_mib << 20)
+            run_shape(n, c, (ours_t, ours.pid), (sink_t, sink.pid), args.batch_mib << 20)
     finally:
         for proc in (ours, sink):
             proc.stdin.close()
