@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from poolscore.client import tensors, wire
 from poolscore.client.errors import Unavailable, from_rpc_error
 from poolscore.client.pools import Batch, batches_of
+from poolscore.client.sessions import Session
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
 
@@ -198,6 +199,12 @@ class Client:
                                       model=model_spec(model, samples, model_seed))
         with _mapped():
             return self._stub.CreateSession(req, timeout=self.timeout).session_id
+
+    def session(self, strategy: str = "entropy", k: int = 100, *, session_id: str = "",
+                model: str | None = None, samples: int = 0, model_seed: int = 0, **options) -> Session:
+        """A Session handle (created, or opened again when `session_id` exists already)."""
+        return Session(self, self.create_session(strategy, k, session_id=session_id, model=model,
+                                                 samples=samples, model_seed=model_seed, **options))
 
     def get_session(self, session_id: str) -> pb.Session:
         with _mapped():

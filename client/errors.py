@@ -31,6 +31,10 @@ class OverLimit(PoolscoreError):
     """RESOURCE_EXHAUSTED: over a server limit (sessions, k, message size, memory)."""
 
 
+class SessionExists(PoolscoreError):
+    """ALREADY_EXISTS: the session id is taken by a session with another strategy, k or model."""
+
+
 class Unauthenticated(PoolscoreError):
     """UNAUTHENTICATED: no valid token."""
 
@@ -41,7 +45,7 @@ class Unavailable(PoolscoreError, ConnectionError):
 
 _BY_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: BadBatch, grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: SequenceGap, grpc.StatusCode.RESOURCE_EXHAUSTED: OverLimit,
+    grpc.StatusCode.FAILED_PRECONDITION: SequenceGap, grpc.StatusCode.ALREADY_EXISTS: SessionExists, grpc.StatusCode.RESOURCE_EXHAUSTED: OverLimit,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated, grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
 }

@@ -44,6 +44,13 @@ class SessionNotFound(PoolscoreError, KeyError):
         return self.args[0]
 
 
+class SessionConflict(PoolscoreError):
+    """A create names an existing session but asks for another strategy, k or model."""
+
+    def __init__(self, session_id: str, has: str, asked: str) -> None:
+        super().__init__(f"session {session_id!r} exists with {has}; this create asks for {asked}")
+
+
 class ModelNotFound(PoolscoreError, KeyError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no model or scorer named {name!r}")

@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from poolscore.server.errors import BadInput, OverLimit, SequenceGap, SessionNotFound
+from poolscore.server.errors import BadInput, OverLimit, SequenceGap, SessionConflict, SessionNotFound
 from poolscore.server.spec import Feed, Spec
 
 
@@ -62,8 +62,8 @@ class SessionStore:
     def create(self, spec: Spec, top, session_id: str = "", feed: Feed | None = None) -> Session:
         with self._lock:
             self._expire()
-            if session_id and session_id in self._sessions:
-                return self._sessions[session_id]  # a retried create: same session back
+            if session_id and session_id in self._sessions:  # a retried create, or a reopen
+                return _same(self._sessions[session_id], spec, top.k, feed)
             if len(self._sessions) >= self.max_sessions:
                 raise OverLimit(f"sessions: all {self.max_sessions} in use; delete finished ones")
             session = Session(session_id or uuid.uuid4().hex, spec, top, feed=feed)
@@ -91,3 +91,19 @@ class SessionStore:
         cutoff = time.monotonic() - self.ttl_s
         for sid in [s.id for s in self._sessions.values() if s.used < cutoff]:
             del self._sessions[sid]
+
+
+def _same(session: Session, spec: Spec, k: int, feed: Feed | None) -> Session:
+    """The existing session when it is the one asked for (a retried create, a pipeline
+    reopening it to resume); else SessionConflict, rather than scoring into the wrong one."""
+    has, asked = _described(session.spec, session.top.k, session.feed), _described(spec, k, feed)
+    if has != asked:
+        raise SessionConflict(session.id, has, asked)
+    return session
+
+
+def _described(spec: Spec, k: int, feed: Feed | None) -> str:
+    o = spec.options
+    text = (f"strategy {spec.strategy.name} ({o.input_kind.value}, temperature {o.temperature:g}, base {o.base:g}, "
+            f"normalized {o.normalized}, seed {o.seed}), k={k}")
+    return text + (f", model {feed.wire.name!r} ({feed.samples} samples, seed {feed.seed})" if feed else "")

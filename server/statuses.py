@@ -10,7 +10,7 @@ import grpc
 from grpc import StatusCode
 
 from poolscore.server.errors import (
-    BadInput, BadToken, ModelNotFound, OverLimit, SequenceGap, SessionNotFound, UnknownStrategy,
+    BadInput, BadToken, ModelNotFound, OverLimit, SequenceGap, SessionConflict, SessionNotFound, UnknownStrategy,
 )
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 STATUS_OF = {
     BadInput: StatusCode.INVALID_ARGUMENT, UnknownStrategy: StatusCode.INVALID_ARGUMENT,
     SessionNotFound: StatusCode.NOT_FOUND, ModelNotFound: StatusCode.NOT_FOUND,
-    SequenceGap: StatusCode.FAILED_PRECONDITION,
+    SequenceGap: StatusCode.FAILED_PRECONDITION, SessionConflict: StatusCode.ALREADY_EXISTS,
     OverLimit: StatusCode.RESOURCE_EXHAUSTED, BadToken: StatusCode.UNAUTHENTICATED,
 }
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from poolscore.client import BadBatch, Batch, Client, NotFound, OverLimit
+from poolscore.client import BadBatch, Batch, Client, NotFound, OverLimit, SessionExists
 
 
 def full_top(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +129,35 @@ def test_resume_after_the_client_drops_mid_stream(client: Client, rng: np.random
     assert (ack.seq, ack.items) == (9, 5000)
     want_ids, _ = full_top(ref.margin(ref.probs(x)), np.arange(5000), 20)
     np.testing.assert_array_equal(client.top_k(sid).ids, want_ids)
+
+
+def test_a_session_handle_resumes_after_a_crash_and_deletes_itself_when_done(client: Client, rng: np.random.Generator) -> None:
+    x = rng.normal(size=(3000, 4)).astype(np.float32)
+    batches = [Batch(x[i:i + 300], np.arange(i, i + 300)) for i in range(0, 3000, 300)]
+    with pytest.raises(RuntimeError, match="pipeline died"):
+        with client.session("entropy", k=15, session_id="nightly-7") as s:
+            s.stream(batches[:4])
+            raise RuntimeError("pipeline died")
+    assert client.get_session("nightly-7").next_seq == 4  # kept: a crash must not lose work
+    with client.session("entropy", k=15, session_id="nightly-7") as s:  # the same session, opened again
+        assert s.stream(batches, resume=True).items == 3000
+        top = s.top_k()
+        assert s.info().items == 3000
+    want_ids, _ = full_top(ref.entropy(ref.probs(x)), np.arange(3000), 15)
+    np.testing.assert_array_equal(top.ids, want_ids)
+    with pytest.raises(NotFound):
+        client.get_session("nightly-7")  # a clean exit freed it
+
+
+def test_reopening_a_session_with_another_spec_is_already_exists(client: Client) -> None:
+    sid = client.create_session("margin", k=10, session_id="shared-id", temperature=2.0)
+    assert client.create_session("margin", k=10, session_id=sid, temperature=2.0) == sid  # a retry: fine
+    with pytest.raises(SessionExists, match=r"exists with strategy margin .*temperature 2.*k=10; this create asks for strategy margin .*k=20"):
+        client.create_session("margin", k=20, session_id=sid, temperature=2.0)
+    with pytest.raises(SessionExists, match="this create asks for strategy entropy"):
+        client.create_session("entropy", k=10, session_id=sid)
+    assert client.get_session(sid).k == 10
+    client.delete_session(sid)
 
 
 def test_limits_are_resource_exhausted(client: Client, rng: np.random.Generator) -> None:
