@@ -78,3 +78,17 @@ def test_few_classes_run_rows_inner_on_the_cpu_with_the_same_scores(compiled_sco
     x[4000, 1] = float("inf")
     with pytest.raises(ValueError, match="row 4000"):
         compiled_scorer.score("entropy", x)
+
+
+def test_a_batch_larger_than_the_cache_block_is_scored_in_blocks_alike(compiled_scorer: Scorer, scorer: Scorer) -> None:
+    from poolscore.server.scoring.relayout import CHUNK_BYTES_PER_THREAD
+    rows = 3 * CHUNK_BYTES_PER_THREAD * torch.get_num_threads() // 40 + 7  # three blocks and a bit, at C = 10
+    x = torch.from_numpy(np.random.default_rng(6).normal(size=(rows, 10)).astype(np.float32) * 4)
+    x = x.to(compiled_scorer.device)
+    compiled_scorer.score("entropy", x[:100])
+    compiled_scorer.kernels.wait()
+    np.testing.assert_allclose(compiled_scorer.score("entropy", x).cpu().numpy(),
+                               scorer.score("entropy", x.cpu()).numpy(), rtol=2e-5, atol=1e-6)
+    x[rows - 3, 9] = float("nan")  # in the last block: the row is still counted from the batch's start
+    with pytest.raises(ValueError, match=f"logits: NaN in row {rows - 3}"):
+        compiled_scorer.score("entropy", x)

@@ -15,6 +15,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
+CHUNK_BYTES_PER_THREAD = 2 << 20  # about a core's L2; measured best of 0.5-4 MiB at 1 and 2 threads
 Submit = Callable[[tuple, Callable[[], None]], Future]  # run a job on the compile thread, once per key
 
 
@@ -80,7 +81,15 @@ class RowsInnerKernel:
         self.relayout, self.kernel = relayout, kernel
 
     def __call__(self, x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
-        return self.kernel(self.relayout(x), emb, inv_t, kind)
+        row_bytes = max(1, x[0].numel() * x.element_size())
+        chunks = -(-x.shape[0] * row_bytes // (CHUNK_BYTES_PER_THREAD * torch.get_num_threads()))
+        if chunks <= 1:
+            return self.kernel(self.relayout(x), emb, inv_t, kind)
+        # Cache blocking: the relayout's copy and the kernel's temporaries ([C, rows] of
+        # exp) stay in L2. Unblocked, a 40 MB batch runs at a quarter of the speed.
+        embs = [None] * chunks if emb is None else emb.tensor_split(chunks)
+        return torch.cat([self.kernel(self.relayout(part), e, inv_t, kind)
+                          for part, e in zip(x.tensor_split(chunks), embs)])
 
 
 def _key(x: torch.Tensor) -> tuple:
