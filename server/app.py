@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from poolscore.server import wire
+from poolscore.server.allocator import keep_freed_memory
 from poolscore.server.config import ServeConfig
 from poolscore.server.metrics import Metrics
 from poolscore.server.oip_servicer import SERVICE as OIP_SERVICE, InferenceServicer
@@ -54,6 +55,7 @@ class App:
 
 def build_server(config: ServeConfig) -> App:
     """A ready-to-start server bound to config.host:config.port (0: a free port)."""
+    keep_freed_memory(4 * config.max_message_bytes)  # a few batches' buffers, reused, not re-faulted
     metrics = Metrics(CollectorRegistry())
     backend = _backend(config, metrics)
     _warm(backend, config.warm)
