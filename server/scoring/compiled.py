@@ -122,8 +122,12 @@ class CompiledKernels:
         while True:
             future, job = self._jobs.get()
             if future.set_running_or_notify_cancel():
-                job()
-                future.set_result(None)
+                try:
+                    job()
+                except Exception:  # a job logs its own failures; this thread must outlive any
+                    log.exception("compile job failed")
+                finally:
+                    future.set_result(None)
 
     def _compile(self, strategy: Strategy, kind: str, example: tuple, key: Key) -> None:
         compiled = self._compiled.setdefault(key, torch.compile(KERNELS[strategy.name], dynamic=False))
