@@ -44,7 +44,8 @@ class TorchBackend:
         return torch.from_numpy(np.ascontiguousarray(a))
 
     def arange(self, first: int, rows: int) -> torch.Tensor:
-        return torch.arange(first, first + rows, dtype=torch.int64)
+        # NumPy fills it in this thread; torch would fork onto cores that gRPC is using
+        return torch.from_numpy(np.arange(first, first + rows, dtype=np.int64))
 
     def score(self, strategy: Strategy, x, *, embedding=None, ids=None, options: ScoreOptions) -> torch.Tensor:
         return self.scorer.score(strategy, x, embedding=embedding, ids=ids, options=options)
