@@ -91,6 +91,31 @@ def test_nan_batch_is_rejected_and_leaves_top_k_alone(client: Client, rng: np.ra
     assert client.top_k(sid) == before and client.get_session(sid).next_seq == 1
 
 
+def test_a_pool_rejected_mid_stream_leaves_no_reading_thread_behind(client: Client, rng: np.random.Generator) -> None:
+    import threading
+
+    def pumps() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "poolscore-read-ahead"}
+
+    before = pumps()
+    good = rng.normal(size=(2000, 4)).astype(np.float32)
+    bad = good.copy()
+    bad[1500, 1] = np.inf
+
+    def pool():  # the client keeps sending after the bad batch: the server must stop reading
+        yield np.arange(2000), good
+        yield np.arange(2000, 4000), bad
+        for i in range(2, 40):
+            yield np.arange(2000 * i, 2000 * (i + 1)), good
+
+    with pytest.raises(BadBatch, match=r"batch 2: logits: Inf in row 1500"):
+        client.score_pool(pool(), "entropy", k=5)
+    for pump in pumps() - before:
+        pump.join(timeout=30)
+        assert not pump.is_alive()
+    assert client.score_pool(good, "entropy", k=5).items == 2000  # and the server still serves
+
+
 def test_a_resent_batch_is_acked_again_and_a_gap_is_refused(client: Client, app, rng: np.random.Generator) -> None:
     from poolscore.v1 import scoring_pb2 as pb, scoring_pb2_grpc as pb_grpc
     import grpc
