@@ -48,7 +48,8 @@ class TopK:
 
     def merged(self, scores: torch.Tensor, ids: torch.Tensor) -> "TopK":
         """A new TopK of self and a batch; self is left as it was."""
-        ids = ids.to(torch.int64)
+        scores = scores.to(self.best_scores.device)  # ids come from the wire, on the CPU
+        ids = ids.to(self.best_ids.device, torch.int64)
         if self.best_ids.shape[0] == self.k:  # only pairs that beat the K-th can enter
             scores, ids = _beating(scores, ids, self.best_scores[-1], self.best_ids[-1])
         if scores.shape[0] > self.k:  # a threshold, ties included, before anything piles up

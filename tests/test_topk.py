@@ -67,3 +67,18 @@ def test_memory_stays_at_k_over_a_long_stream() -> None:
         top = top.merged(torch.from_numpy(rng.random(1000).astype(np.float32)), torch.arange(i * 1000, (i + 1) * 1000))
         assert len(top) == min(50, (i + 1) * 1000)
     assert top.scores.shape == (50,) and bool((top.scores[:-1] >= top.scores[1:]).all())
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_scores_on_the_scoring_device_merge_with_ids_from_the_wire(device: str) -> None:
+    """As the server calls it: scores where the kernel ran, ids decoded (or numbered) on the CPU."""
+    rng = np.random.default_rng(8)
+    scores = rng.random(5000).astype(np.float32)
+    ids = torch.arange(5000) * 7
+    top = TopK.empty(10, torch.float64, device)
+    for lo in range(0, 5000, 700):
+        top = top.merged(torch.from_numpy(scores[lo:lo + 700]).to(device), ids[lo:lo + 700])
+    want_scores, want_ids = full_sort(scores, ids.numpy(), 10)
+    np.testing.assert_array_equal(top.ids.cpu().numpy(), want_ids)
+    np.testing.assert_array_equal(top.scores.cpu().numpy(), want_scores.astype(np.float64))
+    assert top.ids.device.type == device
