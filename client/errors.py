@@ -45,7 +45,8 @@ class Unavailable(PoolscoreError, ConnectionError):
 
 _BY_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: BadBatch, grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: SequenceGap, grpc.StatusCode.ALREADY_EXISTS: SessionExists, grpc.StatusCode.RESOURCE_EXHAUSTED: OverLimit,
+    grpc.StatusCode.FAILED_PRECONDITION: SequenceGap, grpc.StatusCode.ALREADY_EXISTS: SessionExists,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: OverLimit,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated, grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
 }

@@ -96,9 +96,13 @@ class SessionStore:
 def _same(session: Session, spec: Spec, k: int, feed: Feed | None) -> Session:
     """The existing session when it is the one asked for (a retried create, a pipeline
     reopening it to resume); else SessionConflict, rather than scoring into the wrong one."""
-    has, asked = _described(session.spec, session.top.k, session.feed), _described(spec, k, feed)
-    if has != asked:
-        raise SessionConflict(session.id, has, asked)
+    def model(f: Feed | None) -> tuple | None:
+        return None if f is None else (f.wire.name, f.samples, f.seed)
+
+    if (session.spec.strategy.name, session.spec.options, session.top.k, model(session.feed)) != \
+            (spec.strategy.name, spec.options, k, model(feed)):
+        raise SessionConflict(session.id, _described(session.spec, session.top.k, session.feed),
+                              _described(spec, k, feed))
     return session
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
+
+from poolscore.server.topk_numpy import at_least
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,7 @@ class TopK:
 
     def merged(self, scores: torch.Tensor, ids: torch.Tensor) -> "TopK":
         """A new TopK of self and a batch; self is left as it was."""
-        scores = scores.to(self.best_scores.device)  # ids come from the wire, on the CPU
-        ids = ids.to(self.best_ids.device, torch.int64)
+        ids = ids.to(self.best_ids.device, torch.int64)  # from the wire, on the CPU; scores on the device
         if self.best_ids.shape[0] == self.k:  # only pairs that beat the K-th can enter
             scores, ids = _beating(scores, ids, self.best_scores[-1], self.best_ids[-1])
         if scores.shape[0] > self.k:  # a threshold, ties included, before anything piles up
@@ -81,18 +81,11 @@ def _beating(scores: torch.Tensor, ids: torch.Tensor, kth_score: torch.Tensor, k
 
 def _at_least(scores: torch.Tensor, kth_score: torch.Tensor) -> torch.Tensor:
     """Indices of the scores ≥ the K-th score rounded down into their dtype (no false misses)."""
-    if scores.device.type == "cpu" and scores.dtype in _NUMPY:
-        kth = float(kth_score)
-        floor = _NUMPY[scores.dtype](kth)
-        if floor > kth:
-            floor = np.nextafter(floor, _NUMPY[scores.dtype](-np.inf))
-        return torch.from_numpy(np.flatnonzero(scores.numpy() >= floor))  # 6x torch.nonzero here
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(at_least(scores.numpy(), float(kth_score)))  # flatnonzero: 6x torch.nonzero
     floor = kth_score.to(scores.dtype)
     floor = torch.where(floor > kth_score, torch.nextafter(floor, torch.full_like(floor, -torch.inf)), floor)
     return torch.nonzero(scores >= floor).squeeze(1)
-
-
-_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _sort(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,11 +62,16 @@ class NumpyTopK:
                      np.concatenate([self.best_ids, self.pending_ids]), self.k)
 
 
-def _beating(scores: np.ndarray, ids: np.ndarray, kth_score, kth_id) -> tuple[np.ndarray, np.ndarray]:
+def at_least(scores: np.ndarray, kth_score: float) -> np.ndarray:
+    """Indices of the scores ≥ the K-th score rounded down into their dtype (no false misses)."""
     floor = scores.dtype.type(kth_score)
     if floor > kth_score:
         floor = np.nextafter(floor, scores.dtype.type(-np.inf))
-    near = np.flatnonzero(scores >= floor)
+    return np.flatnonzero(scores >= floor)
+
+
+def _beating(scores: np.ndarray, ids: np.ndarray, kth_score, kth_id) -> tuple[np.ndarray, np.ndarray]:
+    near = at_least(scores, kth_score)
     s, i = scores[near].astype(np.float64), ids[near]
     keep = (s > kth_score) | ((s == kth_score) & (i < kth_id))
     return s[keep], i[keep]
