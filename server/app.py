@@ -107,7 +107,7 @@ def _backend(config: ServeConfig, metrics: Metrics):
     """The scoring backend; each is imported only when chosen (onnx: torch is never loaded)."""
     if config.backend == "onnx":
         from poolscore.server.onnx_backend import OnnxBackend
-        return OnnxBackend(config.device)
+        return OnnxBackend(config.device, threads=config.threads)
     if config.backend == "torch":
         from poolscore.server.torch_backend import TorchBackend
         return TorchBackend(config.device, config.compile, on_compiled=metrics.compiled.set, threads=config.threads)

@@ -24,7 +24,7 @@ class ServeConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     session_ttl_s: float = 3600.0  # idle sessions are dropped after this long
     workers: int = 16  # gRPC handler threads
-    threads: int = 0  # torch's intra-op threads (0: torch's default, one per core)
+    threads: int = 0  # kernels' intra-op threads (0: half the cores; gRPC's threads need the rest)
     log_level: str = "INFO"
 
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from poolscore.server import decode
 from poolscore.server.errors import BadInput
+from poolscore.server.threads import scoring_threads
 from poolscore.server.onnx_scorer import OnnxScorer, first_bad_row
 from poolscore.server.scoring import ScoreOptions, Strategy
 from poolscore.server.scoring import validate
@@ -29,11 +30,12 @@ _DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, 
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, device: str = "auto") -> None:
+    def __init__(self, device: str = "auto", threads: int = 0) -> None:
         cuda = "CUDAExecutionProvider" in ort.get_available_providers() and device in ("auto", "cuda", "cuda:0")
         if device.startswith("cuda") and not cuda:
             raise ValueError(f"device {device!r} asked for, but this onnxruntime has no CUDA provider")
-        self.scorer = OnnxScorer(["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"])
+        self.scorer = OnnxScorer(["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"],
+                                 intra_op_threads=scoring_threads(threads))
         self.device_type = "cuda" if cuda else "cpu"
         self.description = f"{self.device_type} (onnxruntime {ort.__version__}, {self.scorer.providers[0]})"
         self.xp = np

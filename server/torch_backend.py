@@ -10,6 +10,7 @@ import torch
 
 from poolscore.server import decode, device as devices
 from poolscore.server.scoring import ScoreOptions, Strategy, Scorer
+from poolscore.server.threads import scoring_threads
 from poolscore.server.topk import TopK
 from poolscore.server.wire import RawTensor
 from poolscore.v1 import scoring_pb2 as pb
@@ -23,8 +24,7 @@ class TorchBackend:
 
     def __init__(self, device: str, compile: str, on_compiled: Callable[[int], None] | None = None,
                  threads: int = 0) -> None:
-        if threads > 0:  # the process's kernels share the cores with gRPC's threads
-            torch.set_num_threads(threads)
+        torch.set_num_threads(scoring_threads(threads))  # before any kernel compiles for it
         self.scorer = Scorer(devices.choose(device), compile=compile, on_compiled=on_compiled)
         self.device = self.scorer.device
         self.device_type = self.device.type
