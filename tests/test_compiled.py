@@ -73,8 +73,11 @@ def test_few_classes_run_rows_inner_on_the_cpu_with_the_same_scores(compiled_sco
     np.testing.assert_allclose(compiled_scorer.score("entropy", x).cpu().numpy(), want, rtol=2e-5, atol=1e-6)
     compiled_scorer.kernels.wait()  # the first batch started the relayout compiled for C = 3
     np.testing.assert_allclose(compiled_scorer.score("entropy", x).cpu().numpy(), want, rtol=2e-5, atol=1e-6)
-    if isinstance(kernel, RowsInnerKernel):
-        assert kernel.relayout.tuned_for(x)
+    if isinstance(kernel, RowsInnerKernel):  # and now C = 3 has its own relayout and column kernel
+        assert kernel.relayout.tuned_for(x) and kernel.columns.ready(x, "logits")
+        assert not kernel.columns.ready(x, "probabilities")  # each input kind is its own compilation
+        compiled_scorer.kernels.wait()
+        assert kernel.columns.ready(x, "probabilities")
     x[4000, 1] = float("inf")
     with pytest.raises(ValueError, match="row 4000"):
         compiled_scorer.score("entropy", x)

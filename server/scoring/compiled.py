@@ -21,7 +21,8 @@ import torch
 
 from poolscore.server.scoring.kernels import KERNELS, Kernel
 from poolscore.server.scoring.registry import Strategy
-from poolscore.server.scoring.relayout import Relayouts, RowsInnerKernel
+from poolscore.server.scoring.columns import COLUMN_KERNELS
+from poolscore.server.scoring.relayout import PerClassCount, Relayouts, RowsInnerKernel, rows_inner
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class CompiledKernels:
         self._pending: dict[tuple, Future] = {}  # kernels' keys and relayouts' keys
         self._compiled: dict[Key, Callable] = {}
         self._relayout = Relayouts(self._submit)
+        self._columns = {name: PerClassCount(fn, self._submit, prepare=rows_inner) for name, fn in COLUMN_KERNELS.items()}
         self._lock = threading.Lock()  # guards the dicts; compilation runs outside it
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
@@ -145,7 +147,7 @@ class CompiledKernels:
             return
         kernel = torch._dynamo.run(compiled)
         if relaid:
-            kernel = RowsInnerKernel(self._relayout, kernel)
+            kernel = RowsInnerKernel(self._relayout, kernel, self._columns.get(strategy.name))
         with self._lock:
             self._ready[key] = kernel
             ready = len(self._ready)
