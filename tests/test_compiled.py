@@ -60,6 +60,21 @@ def test_first_use_serves_eagerly_while_compiling_in_the_background() -> None:
         s.close()
 
 
+def test_sync_mode_scores_a_new_class_count_with_its_own_compilations_at_once() -> None:
+    from poolscore.server.scoring.relayout import RowsInnerKernel
+    s = Scorer("cpu", compile="sync")
+    try:
+        x = torch.from_numpy(np.random.default_rng(8).normal(size=(500, 5)).astype(np.float32))
+        got = s.score("margin", x)  # one call: the any-C kernel, then C = 5's relayout and columns
+        kernel = s.kernels.kernel_for(strategy_named("margin"), "logits", x, None)
+        assert isinstance(kernel, RowsInnerKernel)
+        assert kernel.relayout.tuned_for(x) and kernel.columns.ready(x, "logits")
+        np.testing.assert_allclose(got.numpy(), KERNELS["margin"](x, None, torch.tensor(1.0, dtype=torch.float64),
+                                                                    "logits").numpy(), rtol=2e-6, atol=1e-7)
+    finally:
+        s.close()
+
+
 def test_few_classes_run_rows_inner_on_the_cpu_with_the_same_scores(compiled_scorer: Scorer, scorer: Scorer) -> None:
     """C ≤ 16 goes through the relayout on the CPU; a NaN still names its row there."""
     from poolscore.server.scoring.relayout import RowsInnerKernel

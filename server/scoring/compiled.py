@@ -50,8 +50,9 @@ class CompiledKernels:
         self._ready: dict[Key, Kernel] = {}
         self._pending: dict[tuple, Future] = {}  # kernels' keys and relayouts' keys
         self._compiled: dict[Key, Callable] = {}
-        self._relayout = Relayouts(self._submit)
-        self._columns = {name: PerClassCount(fn, self._submit, prepare=rows_inner) for name, fn in COLUMN_KERNELS.items()}
+        per_c = self._submit_and_wait if mode == "sync" else self._submit  # sync: never serve the any-C code
+        self._relayout = Relayouts(per_c)
+        self._columns = {name: PerClassCount(fn, per_c, prepare=rows_inner) for name, fn in COLUMN_KERNELS.items()}
         self._lock = threading.Lock()  # guards the dicts; compilation runs outside it
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
@@ -119,6 +120,11 @@ class CompiledKernels:
                     self._worker = threading.Thread(target=self._work, name="poolscore-compile", daemon=True)
                     self._worker.start()
             return future
+
+    def _submit_and_wait(self, key: tuple, job: Callable[[], None]) -> Future:
+        future = self._submit(key, job)
+        future.result()
+        return future
 
     def _work(self) -> None:
         while True:

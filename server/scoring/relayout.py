@@ -50,7 +50,7 @@ class PerClassCount:
         if key in self._ready:
             return True
         self._submit(key, self._job(key, x.shape, x.dtype, x.device, static))  # once per key
-        return False
+        return key in self._ready  # a submit that waits (compile mode sync) may have compiled it
 
     def _job(self, key: tuple, shape: torch.Size, dtype: torch.dtype, device: torch.device,
              static: tuple) -> Callable[[], None]:
