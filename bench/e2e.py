@@ -81,7 +81,7 @@ def measured(fn, server_pid: int) -> tuple[float, float, float, object]:
     return time.perf_counter() - t, cpu_s(server_pid) - server, time.process_time() - client, result
 
 
-def run_shape(n: int, c: int, ours: tuple[str, int], sink: tuple[str, int], batch_bytes: int) -> None:
+def run_shape(n: int, c: int, ours: tuple[str, int], sink: tuple[str, int], batch_bytes: int, repeats: int) -> None:
     logits = np.random.default_rng(0).normal(size=(n, c)).astype(np.float32)
     gb = logits.nbytes / 1e9
     msgs = messages(logits, batch_bytes)
@@ -91,7 +91,7 @@ def run_shape(n: int, c: int, ours: tuple[str, int], sink: tuple[str, int], batc
         drain = ch.stream_unary("/bench.Sink/Drain")
         client.score_pool(logits[: min(n, 70_000)], STRATEGY, k=K)  # warm: compiled kernel, connection
         drain(iter(msgs[:3]))
-        for _ in range(5):  # interleaved, so a machine that drifts in speed slows both alike
+        for _ in range(repeats):  # interleaved, so a machine that drifts in speed slows both alike
             *ours_run, top = measured(lambda: client.score_pool(logits, STRATEGY, k=K), ours[1])
             *bare_run, _ = measured(lambda: drain(iter(msgs)), sink[1])
             for name, run in (("ours", ours_run), ("bare", bare_run)):
@@ -118,6 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a tenth of the rows")
     ap.add_argument("--batch-mib", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=9, help="interleaved runs of each; the best counts")
     ap.add_argument("--server-args", default="", help="extra `poolscore serve` flags, e.g. '--threads 1'")
     args = ap.parse_args()
     scale = 10 if args.quick else 1
@@ -131,7 +132,7 @@ def main() -> None:
             c.wait_ready()
             print(f"server: {c.info().device}")
         for n, c in ((2_000_000 // scale, 10), (200_000 // scale, 1000)):
-            run_shape(n, c, (ours_t, ours.pid), (sink_t, sink.pid), args.batch_mib << 20)
+            run_shape(n, c, (ours_t, ours.pid), (sink_t, sink.pid), args.batch_mib << 20, args.repeats)
     finally:
         for proc in (ours, sink):
             proc.stdin.close()

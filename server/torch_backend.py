@@ -16,6 +16,10 @@ from poolscore.server.topk_numpy import NumpyTopK
 from poolscore.server.wire import RawTensor
 from poolscore.v1 import scoring_pb2 as pb
 
+# Read-only views are intended: kernels never write their input. A filter set once, as
+# catch_warnings around each view would swap the process's filters under other threads.
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
+
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
            "float64": torch.float64, "int64": torch.int64, "int32": torch.int32}
 
@@ -37,9 +41,7 @@ class TorchBackend:
         name, shape = decode.checked(raw, field)
         if not len(raw.data):
             return torch.empty(shape, dtype=_DTYPES[name])
-        with warnings.catch_warnings():  # read-only is intended: kernels never write their input
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.frombuffer(raw.data, dtype=_DTYPES[name]).view(shape)
+        return torch.frombuffer(raw.data, dtype=_DTYPES[name]).view(shape)
 
     def from_numpy(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a))
