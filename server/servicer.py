@@ -23,6 +23,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         self.config, self.backend, self.sessions, self.metrics = config, backend, sessions, metrics
         self.models = models
         self.device = backend.device_type
+        metrics.sessions.set_function(lambda: len(sessions))  # live at each scrape, expiry included
 
     @maps_errors
     def ScorePool(self, requests: Iterator[pb.ScoreRequest], context) -> pb.TopK:
@@ -55,7 +56,6 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         spec = parse(req.strategy)
         session = self.sessions.create(spec, self._empty_top(req.k), req.session_id,
                                        feed_for(req.model, spec, self.models))
-        self.metrics.sessions.set(len(self.sessions))
         return _session_reply(session)
 
     @maps_errors
@@ -70,9 +70,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     @maps_errors
     def DeleteSession(self, req: pb.SessionRef, context) -> pb.Session:
-        session = self.sessions.delete(req.session_id)
-        self.metrics.sessions.set(len(self.sessions))
-        return _session_reply(session)
+        return _session_reply(self.sessions.delete(req.session_id))
 
     @maps_errors
     def ScoreBatch(self, req: pb.ScoreBatchRequest, context) -> pb.ScoreBatchReply:

@@ -71,8 +71,15 @@ class SessionStore:
             return session
 
     def get(self, session_id: str) -> Session:
+        """The session, its idle clock restarted; NOT_FOUND once it has been idle past the TTL."""
+        now = time.monotonic()
         with self._lock:
             session = self._sessions.get(session_id)
+            if session is not None and session.used < now - self.ttl_s:
+                del self._sessions[session_id]  # expired: as if the last create had swept it
+                session = None
+            if session is not None:
+                session.used = now
         if session is None:
             raise SessionNotFound(session_id)
         return session
@@ -85,7 +92,10 @@ class SessionStore:
         return session
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        """Sessions held, idle ones past the TTL dropped first (the gauge reads this at scrape)."""
+        with self._lock:
+            self._expire()
+            return len(self._sessions)
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.ttl_s

@@ -86,3 +86,31 @@ def test_a_real_prometheus_scrapes_the_counters(scored_app, tmp_path: Path) -> N
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _sessions_active(app) -> float:
+    text = get(f"http://127.0.0.1:{app.metrics_port}/metrics")
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("poolscore_sessions_active ")))
+
+
+@pytest.mark.parametrize("ttl_s,held", [(3600.0, 2), (0.0, 0)])
+def test_sessions_active_counts_live_sessions_and_expired_ones_are_not_found(ttl_s: float, held: int) -> None:
+    """The gauge is read at scrape time, so a session idle past the TTL leaves it without
+    any create or delete; and a call for an expired session gets NOT_FOUND."""
+    from poolscore.client import NotFound
+
+    app = build_server(ServeConfig(port=0, metrics_port=0, device="cpu", compile="off", session_ttl_s=ttl_s)).start()
+    try:
+        with Client(app.target, timeout=30) as client:
+            client.wait_ready()
+            ids = [client.create_session("entropy", k=3) for _ in range(2)]
+            assert _sessions_active(app) == held
+            if held:
+                assert client.get_session(ids[0]).session_id == ids[0]
+            else:
+                with pytest.raises(NotFound, match=ids[0]):
+                    client.get_session(ids[0])
+                with pytest.raises(NotFound):
+                    client.score(ids[1], np.zeros((4, 3), np.float32))
+    finally:
+        app.stop()
