@@ -27,3 +27,27 @@ def test_default_follows_the_cpu_set_not_the_host() -> None:
         assert scoring_threads(0) == 1
     finally:
         os.sched_setaffinity(0, before)
+
+
+@pytest.mark.parametrize("files,cpus", [
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu.max": "250000 100000\n"}, 2.5),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),
+    ({}, None),  # no cgroup files at all
+    ({"cpu.max": "garbage"}, None),
+])
+def test_a_containers_cpu_quota_is_read_from_cgroup_v1_or_v2(tmp_path, files: dict, cpus) -> None:
+    from poolscore.server.threads import cpu_quota
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota(tmp_path) == cpus
+
+
+def test_a_cpu_limit_caps_the_default(tmp_path) -> None:
+    from poolscore.server.threads import usable_cores
+    (tmp_path / "cpu.max").write_text("100000 100000\n")  # a 1-CPU limit on a host of many cores
+    assert usable_cores(tmp_path) == 1 and scoring_threads(0, tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cores(tmp_path) == (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
