@@ -29,7 +29,7 @@ from peers import PeerInput, peers_for
 from timing import best_of, once
 from poolscore.server.device import choose, describe
 from poolscore.server.scoring import STRATEGIES, Scorer
-from poolscore.server.topk import TopK
+from poolscore.server.torch_backend import empty_top
 
 POINTWISE = ["least_confidence", "margin", "ratio", "entropy", "expected_gradient_length"]
 BAYESIAN = ["bald", "predictive_entropy", "variation_ratios"]
@@ -167,13 +167,14 @@ def bench_random(b: Bench, n: int) -> None:
 
 
 def bench_topk(cfg: Config, k: int = 1000, chunk: int = 65536) -> tuple[float, float]:
-    """Seconds for TopK.merged streaming over 64k-score chunks, and for one np.argpartition."""
+    """Seconds for the server's top-K (NumPy's on the CPU, torch's on CUDA) streaming over
+    64k-score chunks, and for one np.argpartition."""
     scores_np = np.random.default_rng(SEED).random(cfg.topk_total, dtype=np.float32)
     scores = torch.from_numpy(scores_np).to(cfg.device)
     ids = torch.arange(cfg.topk_total, device=cfg.device)
 
-    def stream() -> TopK:
-        top = TopK.empty(k, device=cfg.device)
+    def stream():
+        top = empty_top(k, cfg.device)
         for start in range(0, cfg.topk_total, chunk):
             top = top.merged(scores[start:start + chunk], ids[start:start + chunk])
         return top
@@ -243,7 +244,7 @@ def run(cfg: Config) -> None:
             bench_shape(b, names, axes, (cfg.rows(100_000), 20 if axes == "NTC" else 10, c))
     bench_random(b, cfg.rows(1_000_000))
     stream_s, argpartition_s = bench_topk(cfg)
-    print(f"\ntop-K k=1000 of {count(cfg.topk_total)} float32 scores: TopK.merged over 64k chunks "
+    print(f"\ntop-K k=1000 of {count(cfg.topk_total)} float32 scores: the server's top-K merging 64k chunks "
           f"{stream_s * 1e3:.1f} ms, np.argpartition of all {argpartition_s * 1e3:.1f} ms, "
           f"ratio {stream_s / argpartition_s:.2f}x")
     print("\ncompile time (compile=\"sync\", first call incl. one run; the first also starts inductor):")

@@ -54,12 +54,7 @@ class TorchBackend:
         return self.scorer.score(strategy, x, embedding=embedding, ids=ids, options=options)
 
     def empty_top(self, k: int) -> TopK | NumpyTopK:
-        """float64 keeps every strategy's scores exactly (random's 53 bits, float64 inputs).
-        On the CPU the NumPy top-K merges views of the scores: a merge is a dozen small ops,
-        and NumPy's per-op cost is a third of torch's (2.0 against 3.7 ms per 80 MB pool)."""
-        if self.device.type == "cpu":
-            return NumpyTopK.empty(k, np.float64)
-        return TopK.empty(k, dtype=torch.float64, device=self.device)
+        return empty_top(k, self.device)
 
     def to_numpy(self, t: torch.Tensor) -> np.ndarray:
         t = t.detach().cpu()
@@ -79,3 +74,13 @@ class TorchBackend:
 
     def close(self) -> None:
         self.scorer.close()
+
+
+def empty_top(k: int, device: torch.device) -> TopK | NumpyTopK:
+    """The top-K a session keeps for scores on `device`. float64 keeps every strategy's
+    scores exactly (random's 53 bits, float64 inputs). On the CPU the NumPy top-K merges
+    views of the scores: a merge is a dozen small ops, and NumPy's cost a third of torch's
+    (2.0 against 3.7 ms per 80 MB pool); on CUDA the torch one keeps them on the device."""
+    if device.type == "cpu":
+        return NumpyTopK.empty(k, np.float64)
+    return TopK.empty(k, dtype=torch.float64, device=device)
