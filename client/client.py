@@ -11,6 +11,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poolscore.client import tensors, wire
+from poolscore.client.auth import with_token
 from poolscore.client.errors import Unavailable, from_rpc_error
 from poolscore.client.pools import Batch, batches_of
 from poolscore.client.sessions import Session
@@ -91,13 +92,15 @@ def _mapped(requests: _Requests | None = None) -> Iterator[None]:
 class Client:
     """A connection to one poolscore server; use as a context manager, or call close()."""
 
-    def __init__(self, target: str, *, timeout: float | None = None,
+    def __init__(self, target: str, *, timeout: float | None = None, token: str | None = None,
                  max_message_bytes: int = 64 * 1024 * 1024, batch_bytes: int = 4 * 1024 * 1024) -> None:
+        """`token`: the server's --token, sent as a bearer token with every call."""
         self.target, self.timeout = target, timeout
         self.batch_bytes = min(batch_bytes, max_message_bytes - 64 * 1024)  # room for the envelope
-        self._channel = grpc.insecure_channel(target, options=[
+        self._raw_channel = grpc.insecure_channel(target, options=[
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes)])
+        self._channel = with_token(self._raw_channel, token)
         self._stub = pb_grpc.PoolScorerStub(self._channel)
         # the tensor-carrying calls take bytes that wire.py built (no serializer: no copy)
         method = f"/{pb.DESCRIPTOR.services_by_name['PoolScorer'].full_name}/"
@@ -115,7 +118,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        self._raw_channel.close()
 
     # --- readiness and information --------------------------------------------------------
 

@@ -53,10 +53,10 @@ class _Shared:
             yield batch
 
 
-def score_pool_sharded(targets: list[str], pool, strategy: str = "entropy", k: int = 100,
-                       **options) -> TopK:
+def score_pool_sharded(targets: list[str], pool, strategy: str = "entropy", k: int = 100, *,
+                       token: str | None = None, **options) -> TopK:
     """score_pool over several servers at once: batches shared out, top-Ks merged exactly."""
-    clients = [Client(t) for t in targets]
+    clients = [Client(t, token=token) for t in targets]
     try:
         source = _Shared(_numbered(batches_of(pool, clients[0].batch_bytes)))
         with ThreadPoolExecutor(len(targets)) as pool_threads:

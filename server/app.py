@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from poolscore.server import wire
 from poolscore.server.allocator import keep_freed_memory
+from poolscore.server.auth import TokenAuth
 from poolscore.server.config import ServeConfig
 from poolscore.server.metrics import Metrics
 from poolscore.server.oip_servicer import SERVICE as OIP_SERVICE, InferenceServicer
@@ -61,8 +62,9 @@ def build_server(config: ServeConfig) -> App:
     _warm(backend, config.warm)
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes)]
+    denied = lambda: metrics.errors.labels(code=grpc.StatusCode.UNAUTHENTICATED.name).inc()  # noqa: E731
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),
-                         options=options)
+                         options=options, interceptors=[TokenAuth(config.token, denied)] if config.token else [])
     models = backend.models(Path(config.model_repo) if config.model_repo else None)
     servicer = PoolScorer(config, backend, SessionStore(config.max_sessions, config.session_ttl_s), metrics, models)
     server.add_generic_rpc_handlers((_handlers(servicer), _oip_handlers(

@@ -5,12 +5,14 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from poolscore.client.errors import PoolscoreError
 from poolscore.server.config import ServeConfig, add_flags, from_args
 
 log = logging.getLogger("poolscore")
@@ -23,13 +25,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _score_flags(sub.add_parser("score", help="score a pool file and print or write its top-K"))
     info = sub.add_parser("info", help="print a server's version, device, strategies, models and limits")
     info.add_argument("--target", required=True, help="host:port of a running server")
+    _token_flag(info)
     _export_flags(sub.add_parser("export-scorer", help="write a strategy's kernel as an ONNX graph (logits in, scores out)"))
     _fuse_flags(sub.add_parser("fuse-scorer", help="append a scorer graph to an ONNX model's logits output"))
     args = parser.parse_args(argv)
     try:
         return {"serve": _serve, "score": _score, "info": _info, "export-scorer": _export,
                 "fuse-scorer": _fuse}[args.command](args)
-    except (FileNotFoundError, ValueError, OSError) as err:
+    except (FileNotFoundError, ValueError, OSError, PoolscoreError) as err:  # the message says it all
         print(f"poolscore {args.command}: {err}", file=sys.stderr)
         return 2
 
@@ -57,6 +60,7 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default="entropy")
     p.add_argument("-k", "--k", type=int, default=100, help="how many items to select (default 100)")
     p.add_argument("--target", help="host:port of a server; without it an embedded one runs on loopback")
+    _token_flag(p)
     p.add_argument("--out", type=Path, help="write the top-K to .csv, .jsonl or .parquet instead of a table")
     p.add_argument("--input-kind", default="logits", choices=["logits", "probabilities", "log_probabilities"])
     p.add_argument("--temperature", type=float, default=1.0)
@@ -68,6 +72,11 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-column", default="embedding")
     p.add_argument("--device", default="auto", help="embedded server's device (auto, cpu, cuda)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _token_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", default=os.environ.get("POOLSCORE_TOKEN") or None,
+                   help="the server's bearer token (env POOLSCORE_TOKEN)")
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -84,7 +93,7 @@ def _score(args: argparse.Namespace) -> int:
     columns = dict(logits_column=args.logits_column, id_column=args.id_column, embedding_column=args.embedding_column)
     bar = tqdm(total=count_rows(args.pool), unit="rows", unit_scale=True, desc=args.pool.name,
                disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
-    with _target(args) as target, Client(target) as client, bar:
+    with _target(args) as target, Client(target, token=args.token if args.target else None) as client, bar:
         client.wait_ready(timeout=60)
         top = client.score_pool(str(args.pool), args.strategy, args.k, progress=bar.update, columns=columns, **options)
     if args.out:
@@ -165,7 +174,7 @@ def _fuse(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from poolscore.client import Client
 
-    with Client(args.target, timeout=10) as client:
+    with Client(args.target, timeout=10, token=args.token) as client:
         info = client.info()
     print(f"poolscore {info.version} on {info.device}")
     print(f"limits: k ≤ {info.limits.max_k}, {info.limits.max_sessions} sessions, "

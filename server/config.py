@@ -25,6 +25,7 @@ class ServeConfig:
     session_ttl_s: float = 3600.0  # idle sessions are dropped after this long
     workers: int = 16  # gRPC handler threads
     threads: int = 0  # kernels' intra-op threads (0: half the cores; gRPC's threads need the rest)
+    token: str = ""  # bearer token every RPC but health and reflection must carry ("" for none)
     log_level: str = "INFO"
 
 

@@ -1,0 +1,68 @@
+"""--token: every RPC but health and reflection needs the bearer token, else UNAUTHENTICATED."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from typing import Iterator
+
+import grpc
+import numpy as np
+import pytest
+
+from poolscore.client import Client, Unauthenticated
+from poolscore.server.app import build_server
+from poolscore.server.config import ServeConfig
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator:
+    app = build_server(ServeConfig(port=0, metrics_port=0, device="cpu", compile="off", token=TOKEN)).start()
+    yield app
+    app.stop(grace=None)
+
+
+def test_calls_without_the_token_are_unauthenticated_and_change_nothing(guarded) -> None:
+    x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    with Client(guarded.target, token=TOKEN, timeout=30) as ok:
+        sid = ok.create_session("entropy", k=3)
+        ok.score(sid, x)
+        before = ok.top_k(sid)
+        for token in (None, "wrong", TOKEN + "x"):
+            with Client(guarded.target, token=token, timeout=30) as bad:
+                bad.wait_ready()  # health stays open: Kubernetes probes carry no token
+                for call in (bad.info, lambda: bad.score_batch(x), lambda: bad.score_pool(x, k=3),
+                             lambda: bad.score(sid, x), lambda: bad.top_k(sid), lambda: bad.delete_session(sid)):
+                    with pytest.raises(Unauthenticated, match="no valid token"):
+                        call()
+        assert ok.top_k(sid) == before and ok.get_session(sid).items == 50
+        assert len(ok.score_pool(x, k=3)) == 3
+
+
+def test_reflection_stays_open(guarded) -> None:
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(guarded.target) as channel:
+        assert "poolscore.v1.PoolScorer" in set(ProtoReflectionDescriptorDatabase(channel).get_services())
+
+
+def test_denied_calls_are_counted_by_code(guarded) -> None:
+    with Client(guarded.target, timeout=30) as bad:
+        with pytest.raises(Unauthenticated):
+            bad.info()
+    with urllib.request.urlopen(f"http://127.0.0.1:{guarded.metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    counted = [line for line in text.splitlines() if line.startswith('poolscore_errors_total{code="UNAUTHENTICATED"}')]
+    assert counted and float(counted[0].split()[-1]) >= 1
+
+
+def test_the_cli_reads_the_token_from_the_environment(guarded) -> None:
+    cli = [sys.executable, "-m", "poolscore.server.cli", "info", "--target", guarded.target]
+    env = {k: v for k, v in os.environ.items() if k != "POOLSCORE_TOKEN"}
+    ok = subprocess.run(cli, capture_output=True, text=True, timeout=120, env={**env, "POOLSCORE_TOKEN": TOKEN})
+    assert ok.returncode == 0 and "limits:" in ok.stdout
+    denied = subprocess.run(cli, capture_output=True, text=True, timeout=120, env=env)
+    assert denied.returncode == 2 and "no valid token" in denied.stderr and "Traceback" not in denied.stderr
