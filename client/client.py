@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poolscore.client import tensors, wire
 from poolscore.client.auth import with_token
-from poolscore.client.errors import Unavailable, from_rpc_error
+from poolscore.client.errors import SequenceGap, Unavailable, from_rpc_error
 from poolscore.client.pools import Batch, batches_of
 from poolscore.client.sessions import Session
 from poolscore.v1 import scoring_pb2 as pb
@@ -89,6 +89,12 @@ def _mapped(requests: _Requests | None = None) -> Iterator[None]:
         raise from_rpc_error(err) from None
 
 
+def _room(max_message_bytes: int) -> int:
+    """Tensor bytes a message of this size has room for, after its envelope (ids of the
+    session, strategy, tensor headers; string keys are counted per row by the splitter)."""
+    return max_message_bytes - 64 * 1024 if max_message_bytes > 128 * 1024 else max(1, max_message_bytes // 2)
+
+
 class Client:
     """A connection to one poolscore server; use as a context manager, or call close()."""
 
@@ -96,7 +102,8 @@ class Client:
                  max_message_bytes: int = 64 * 1024 * 1024, batch_bytes: int = 4 * 1024 * 1024) -> None:
         """`token`: the server's --token, sent as a bearer token with every call."""
         self.target, self.timeout = target, timeout
-        self.batch_bytes = min(batch_bytes, max_message_bytes - 64 * 1024)  # room for the envelope
+        self._asked_bytes = min(batch_bytes, _room(max_message_bytes))
+        self._server_bytes: int | None = None  # the server's message limit, asked once
         self._raw_channel = grpc.insecure_channel(target, options=[
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes)])
@@ -108,8 +115,16 @@ class Client:
         self._score = self._channel.stream_stream(method + "Score", None, pb.ScoreAck.FromString)
         self._score_batch = self._channel.unary_unary(method + "ScoreBatch", None, pb.ScoreBatchReply.FromString)
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        self._next_seq: dict[str, int] = {}
+        self._committed: dict[str, tuple[int, int]] = {}  # session → (next_seq, items) of its last ack here
         self._hosted: dict[str, bool] = {}  # session → its batches carry raw inputs
+
+    @property
+    def batch_bytes(self) -> int:
+        """Tensor bytes per message: as asked, but under the server's message limit too
+        (read from ServerInfo on first use, so a server with a smaller limit still works)."""
+        if self._server_bytes is None:
+            self._server_bytes = _room(self.info().limits.max_message_bytes or 2**31 - 1)
+        return min(self._asked_bytes, self._server_bytes)
 
     def __enter__(self) -> "Client":
         return self
@@ -218,7 +233,7 @@ class Client:
             return TopK.from_pb(self._stub.GetTopK(pb.SessionRef(session_id=session_id), timeout=self.timeout))
 
     def delete_session(self, session_id: str) -> None:
-        self._next_seq.pop(session_id, None)
+        self._committed.pop(session_id, None)
         with _mapped():
             self._stub.DeleteSession(pb.SessionRef(session_id=session_id), timeout=self.timeout)
 
@@ -235,14 +250,14 @@ class Client:
         the pool re-read after a crash): batches the server already committed are skipped
         without being sent, and streaming goes on from the session's next_seq.
         """
-        known = self._next_seq.get(session_id)
+        known = self._committed.get(session_id)
         session = self.get_session(session_id) if resume or known is None or session_id not in self._hosted else None
         if session is not None:
             self._hosted[session_id] = bool(session.model.name)
-        start = session.next_seq if session is not None else known
+        start, items = (session.next_seq, session.items) if session is not None else known
         numbers = wire.SCORE_REQUEST_INPUTS if self._hosted[session_id] else wire.SCORE_REQUEST
         first = 0 if resume else start
-        ack = pb.ScoreAck(session_id=session_id, seq=start - 1)
+        ack = pb.ScoreAck(session_id=session_id, seq=start - 1, items=items)
 
         def requests() -> Iterator[bytes]:
             for seq, batch in enumerate(batches_of(batches, self.batch_bytes), start=first):
@@ -255,9 +270,19 @@ class Client:
         stream = _Requests(requests())
         try:
             with _mapped(stream):
-                for ack in self._score(stream, timeout=self.timeout):
-                    self._next_seq[session_id] = ack.seq + 1
+                call = self._score(stream, timeout=self.timeout)
+                for ack in call:
+                    if ack.replayed:  # this client never resends: another writer committed our seq first
+                        call.cancel()
+                        raise SequenceGap(grpc.StatusCode.FAILED_PRECONDITION, _overtaken(session_id, ack))
+                    self._committed[session_id] = (ack.seq + 1, ack.items)
         except BaseException:
-            self._next_seq.pop(session_id, None)  # ask the server next time
+            self._committed.pop(session_id, None)  # ask the server next time
             raise
         return ack
+
+
+def _overtaken(session_id: str, ack: pb.ScoreAck) -> str:
+    return (f"session {session_id!r}: batch {ack.acked_seq} was already committed by another writer, so this "
+            f"client's batch {ack.acked_seq} was not scored (the session is at batch {ack.seq}, {ack.items} items). "
+            f"Give each session one writer, or re-sync with stream(..., resume=True)")

@@ -30,8 +30,13 @@ class Batch:
 
     @property
     def row_bytes(self) -> int:
+        """Message bytes per row, at most: its tensors' bytes, plus the longest key's encoding."""
         parts = [self.logits, self.embedding, self.ids]
-        return max(1, sum(p[:1].nbytes for p in parts if p is not None and len(p)))
+        tensor_bytes = sum(p[:1].nbytes for p in parts if p is not None and len(p))
+        if not self.keys:
+            return max(1, tensor_bytes)
+        widest = max(map(len, self.keys)) * (1 if "".join(self.keys).isascii() else 4)  # UTF-8: ≤ 4 bytes a char
+        return tensor_bytes + widest + 4  # + the field's tag and length
 
     def rows_slice(self, lo: int, hi: int) -> "Batch":
         cut = lambda a: None if a is None else a[lo:hi]  # noqa: E731 - views, no copy

@@ -46,9 +46,11 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
             with self.metrics.batch_seconds.labels("Score").time():
                 session = self.sessions.get(req.session_id)
                 with session.lock:
-                    if session.check_seq(req.seq):  # a resent committed batch is only acked
+                    fresh = session.check_seq(req.seq)
+                    if fresh:  # a resent committed batch is only acked
                         self._apply(session, req.seq, req)
-                    ack = pb.ScoreAck(session_id=session.id, seq=session.next_seq - 1, items=session.items)
+                    ack = pb.ScoreAck(session_id=session.id, seq=session.next_seq - 1, items=session.items,
+                                      acked_seq=req.seq, replayed=not fresh)
             yield ack
 
     @maps_errors

@@ -127,7 +127,7 @@ def test_a_resent_batch_is_acked_again_and_a_gap_is_refused(client: Client, app,
     with grpc.insecure_channel(app.target) as channel:
         stub = pb_grpc.PoolScorerStub(channel)
         acks = list(stub.Score(iter([batch, batch])))  # the same seq twice: scored once
-        assert [(a.seq, a.items) for a in acks] == [(0, 20), (0, 20)]
+        assert [(a.seq, a.items, a.acked_seq, a.replayed) for a in acks] == [(0, 20, 0, False), (0, 20, 0, True)]
         batch.seq = 5
         with pytest.raises(grpc.RpcError) as err:
             list(stub.Score(iter([batch])))
@@ -193,9 +193,17 @@ def test_limits_are_resource_exhausted(client: Client, rng: np.random.Generator)
 
 
 def test_oversized_message_is_resource_exhausted(app) -> None:
-    with Client(app.target, max_message_bytes=32 * 1024 * 1024, batch_bytes=16 * 1024 * 1024) as big:
-        with pytest.raises(OverLimit):
-            big.score_batch(np.zeros((3_000_000, 1), np.float32), "entropy")  # 12 MB > the server's 8
+    """Our client splits under the server's limit by itself; any other client gets the status."""
+    import grpc
+    from poolscore.client.tensors import fill
+    from poolscore.v1 import scoring_pb2 as pb, scoring_pb2_grpc as pb_grpc
+
+    req = pb.ScoreBatchRequest(strategy=pb.StrategySpec(name="entropy"))
+    fill(req.logits, np.zeros((3_000_000, 1), np.float32))  # 12 MB > the server's 8
+    with grpc.insecure_channel(app.target, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            pb_grpc.PoolScorerStub(channel).ScoreBatch(req)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 @pytest.mark.parametrize("call, message", [
@@ -239,3 +247,42 @@ def test_reflection_and_health_are_served(app) -> None:
         assert {"poolscore.v1.PoolScorer", "grpc.health.v1.Health"} <= services
         status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="poolscore.v1.PoolScorer"))
         assert status.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_second_writer_never_makes_a_batch_vanish(client: Client, app, rng: np.random.Generator) -> None:
+    """Two clients on one session: the one whose seq was taken gets SequenceGap, not a silent
+    'already committed' ack; after a re-sync it goes on from the server's state."""
+    from poolscore.client import SequenceGap
+
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    sid = client.create_session("entropy", k=5)
+    with Client(app.target, timeout=60) as other:
+        client.score(sid, x[:1], ids=[1])
+        other.score(sid, x[1:2], ids=[2])
+        with pytest.raises(SequenceGap, match="already committed by another writer"):
+            client.score(sid, x[2:3], ids=[3])  # its cached seq 1 is other's batch
+    assert sorted(client.top_k(sid).ids.tolist()) == [1, 2]
+    assert client.score(sid, x[2:3], ids=[3]).items == 3  # asks the server for next_seq again
+    assert sorted(client.top_k(sid).ids.tolist()) == [1, 2, 3]
+
+
+def test_batches_fit_the_servers_message_limit_and_long_keys_count(rng: np.random.Generator) -> None:
+    """The client splits under the smaller of its own and the server's limit, string keys included."""
+    from poolscore.server.app import build_server
+    from poolscore.server.config import ServeConfig
+
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off",
+                                   max_message_bytes=300_000)).start()
+    try:
+        x = rng.normal(size=(40_000, 10)).astype(np.float32)  # 1.6 MB, over the server's limit 5 times
+        keys = [f"s3://bucket/images/{i:012d}-{'x' * 60}.jpg" for i in range(len(x))]  # ~100 B each
+        with Client(app.target, timeout=60) as c:  # its own limits: the 64 MiB default
+            assert c.batch_bytes < 300_000
+            top = c.score_pool(x, "entropy", k=7)
+            want_ids, _ = full_top(ref.entropy(ref.probs(x)), np.arange(len(x)), 7)
+            np.testing.assert_array_equal(top.ids, want_ids)
+            assert c.score_pool(x, "entropy", k=7, keys=keys).keys == [keys[i] for i in want_ids]
+        with Client(app.target, timeout=60, max_message_bytes=200_000) as c:  # the client's limit is smaller
+            assert c.score_pool(x, "entropy", k=7, keys=keys).keys == [keys[i] for i in want_ids]
+    finally:
+        app.stop()

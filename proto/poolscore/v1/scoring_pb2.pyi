@@ -92,14 +92,18 @@ class ScoreRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., ids: _Optional[_Union[Tensor, _Mapping]] = ..., keys: _Optional[_Iterable[str]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ScoreAck(_message.Message):
-    __slots__ = ("session_id", "seq", "items")
+    __slots__ = ("session_id", "seq", "items", "acked_seq", "replayed")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     seq: int
     items: int
-    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., items: _Optional[int] = ...) -> None: ...
+    acked_seq: int
+    replayed: bool
+    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., items: _Optional[int] = ..., acked_seq: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("strategy", "k", "session_id", "model")
