@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poolscore.client import tensors, wire
 from poolscore.client.auth import with_token
-from poolscore.client.errors import SequenceGap, Unavailable, from_rpc_error
+from poolscore.client.errors import BadBatch, SequenceGap, Unavailable, from_rpc_error
 from poolscore.client.pools import Batch, batches_of
 from poolscore.client.sessions import Session
 from poolscore.v1 import scoring_pb2 as pb
@@ -175,10 +175,18 @@ class Client:
         numbers = wire.SCORE_BATCH_REQUEST_INPUTS if hosted else wire.SCORE_BATCH_REQUEST
         parts = []
         whole = Batch(None if array is None else np.asarray(array), None if ids is None else np.asarray(ids), embedding)
+        first = 0
         for part in batches_of([whole], self.batch_bytes):
             req = wire.encode(pb.ScoreBatchRequest(strategy=spec, model=hosted), part, numbers)
-            with _mapped():
-                parts.append(tensors.decode(self._score_batch(req, timeout=self.timeout).scores))
+            try:
+                with _mapped():
+                    parts.append(tensors.decode(self._score_batch(req, timeout=self.timeout).scores))
+            except BadBatch as err:  # the server counts rows in its request: say where that starts
+                if not first:
+                    raise
+                raise BadBatch(err.code, f"{err} (this request held rows {first}..{first + part.rows - 1} "
+                                         f"of the array)") from None
+            first += part.rows
         return np.concatenate(parts) if parts else np.empty(0, np.float32)
 
     # --- a whole pool in one call -----------------------------------------------------------

@@ -14,18 +14,19 @@ class BadInput(PoolscoreError, ValueError):
         where = f" in row {row}" if row is not None else ""
         super().__init__(f"{field}: {problem}{where}")
 
-    def in_batch(self, seq: int) -> "BadBatch":
-        """The same error, told as part of batch `seq` of a stream."""
-        return BadBatch(seq, self.field, self.problem, self.row)
+    def in_batch(self, seq: int, first_row: int = 0) -> "BadBatch":
+        """The same error, told as part of batch `seq` of a stream whose rows before it were `first_row`."""
+        return BadBatch(seq, self.field, self.problem, self.row, first_row)
 
 
 class BadBatch(BadInput):
-    """A BadInput inside a streamed batch: `batch 17: logits.data: NaN in row 3`."""
+    """A BadInput inside a streamed batch: `batch 17: logits: NaN in row 3 (item 68003 of the stream)`."""
 
-    def __init__(self, seq: int, field: str, problem: str, row: int | None = None) -> None:
+    def __init__(self, seq: int, field: str, problem: str, row: int | None = None, first_row: int = 0) -> None:
         self.seq = seq
         super().__init__(field, problem, row)
-        self.args = (f"batch {seq}: {self.args[0]}",)
+        item = f" (item {first_row + row} of the stream)" if row is not None and first_row else ""
+        self.args = (f"batch {seq}: {self.args[0]}{item}",)
 
     def __str__(self) -> str:
         return self.args[0]

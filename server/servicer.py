@@ -28,14 +28,14 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     @maps_errors
     def ScorePool(self, requests: Iterator[pb.ScoreRequest], context) -> pb.TopK:
         session: Session | None = None
-        for seq, req in enumerate(read_ahead(requests)):
+        for req in read_ahead(requests):
             if session is None:  # the first message opens the pool: strategy, k, model
                 spec = parse(req.strategy)
                 session = Session("pool", spec, self._empty_top(req.k), feed=feed_for(req.model, spec, self.models))
                 if not batches.carries_rows(req):
                     continue  # a header alone: a pool of no rows still gets its (empty) top-K
             with self.metrics.batch_seconds.labels("ScorePool").time():
-                self._apply(session, seq, req)
+                self._apply(session, session.next_seq, req)  # batches numbered from 0, a header alone uncounted
         if session is None:
             raise BadInput("requests", "the stream sent no batch")
         return _top_reply(session)
@@ -113,7 +113,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
             with self.metrics.kernel_seconds.labels(spec.strategy.name).time():
                 scored = batches.score(self.backend, spec, req, first_row, feed)
         except BadInput as err:
-            raise err.in_batch(seq) from None
+            raise err.in_batch(seq, first_row) from None
         self.metrics.scored(spec.strategy.name, self.device, scored.rows, scored.nbytes)
         return scored
 

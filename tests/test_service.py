@@ -86,7 +86,7 @@ def test_nan_batch_is_rejected_and_leaves_top_k_alone(client: Client, rng: np.ra
     before = client.top_k(sid)
     bad = (rng.normal(size=(10, 4)) + 10).astype(np.float32)  # would all enter the top
     bad[7, 2] = np.nan
-    with pytest.raises(BadBatch, match=r"batch 1: logits: NaN in row 7"):
+    with pytest.raises(BadBatch, match=r"batch 1: logits: NaN in row 7 \(item 107 of the stream\)"):
         client.score(sid, bad, ids=np.arange(100, 110))
     assert client.top_k(sid) == before and client.get_session(sid).next_seq == 1
 
@@ -108,7 +108,7 @@ def test_a_pool_rejected_mid_stream_leaves_no_reading_thread_behind(client: Clie
         for i in range(2, 40):
             yield np.arange(2000 * i, 2000 * (i + 1)), good
 
-    with pytest.raises(BadBatch, match=r"batch 2: logits: Inf in row 1500"):
+    with pytest.raises(BadBatch, match=r"^batch 1: logits: Inf in row 1500 \(item 3500 of the stream\)$"):
         client.score_pool(pool(), "entropy", k=5)
     for pump in pumps() - before:
         pump.join(timeout=30)
@@ -286,3 +286,12 @@ def test_batches_fit_the_servers_message_limit_and_long_keys_count(rng: np.rando
             assert c.score_pool(x, "entropy", k=7, keys=keys).keys == [keys[i] for i in want_ids]
     finally:
         app.stop()
+
+
+def test_a_bad_row_in_a_split_array_is_told_where_it_sits_in_the_array(client: Client, rng: np.random.Generator) -> None:
+    x = rng.normal(size=(20_000, 4)).astype(np.float32)  # 320 KB: five requests of 64 KiB
+    x[15_000, 2] = np.nan
+    step = client.batch_bytes // 16
+    first = 15_000 // step * step
+    with pytest.raises(BadBatch, match=rf"NaN in row {15_000 - first} \(this request held rows {first}\.\."):
+        client.score_batch(x, "entropy")
