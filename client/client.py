@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from poolscore.client import tensors, wire
 from poolscore.client.auth import with_token
 from poolscore.client.errors import BadBatch, SequenceGap, Unavailable, from_rpc_error
-from poolscore.client.pools import Batch, batches_of
+from poolscore.client.pools import Batch, as_ids, batches_of
 from poolscore.client.sessions import Session
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
@@ -174,7 +174,7 @@ class Client:
         hosted = model_spec(model, samples, model_seed)
         numbers = wire.SCORE_BATCH_REQUEST_INPUTS if hosted else wire.SCORE_BATCH_REQUEST
         parts = []
-        whole = Batch(None if array is None else np.asarray(array), None if ids is None else np.asarray(ids), embedding)
+        whole = Batch(None if array is None else np.asarray(array), as_ids(ids), embedding)
         first = 0
         for part in batches_of([whole], self.batch_bytes):
             req = wire.encode(pb.ScoreBatchRequest(strategy=spec, model=hosted), part, numbers)
@@ -248,7 +248,7 @@ class Client:
     def score(self, session_id: str, logits: np.ndarray | None = None, *, ids: np.ndarray | None = None,
               embedding: np.ndarray | None = None, keys: list[str] | None = None) -> pb.ScoreAck:
         """Add one batch to a session (split under the message limit); returns the last ack."""
-        return self.stream(session_id, [Batch(logits, None if ids is None else np.asarray(ids), embedding, keys)])
+        return self.stream(session_id, [Batch(logits, as_ids(ids), embedding, keys)])
 
     def stream(self, session_id: str, batches: Iterable[Batch | tuple], *, resume: bool = False,
                progress: Callable[[int], None] | None = None) -> pb.ScoreAck:

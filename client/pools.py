@@ -55,11 +55,19 @@ def batches_of(pool, max_bytes: int, *, ids=None, embedding=None, keys=None, **c
     if isinstance(pool, (str, Path)):
         source: Iterable[Batch] = read_file(Path(pool), **columns)
     elif isinstance(pool, np.ndarray):
-        source = [Batch(pool, None if ids is None else np.asarray(ids), embedding, keys)]
+        source = [Batch(pool, as_ids(ids), embedding, keys)]
     else:
         source = (_as_batch(item) for item in pool)
     for batch in source:
         yield from split(batch, max_bytes)
+
+
+def as_ids(ids) -> np.ndarray | None:
+    """Ids as an array; an empty list is int64 (NumPy would make it float64, which no server takes)."""
+    if ids is None:
+        return None
+    a = np.asarray(ids)
+    return a.astype(np.int64) if a.size == 0 else a
 
 
 def _as_batch(item) -> Batch:
@@ -69,7 +77,7 @@ def _as_batch(item) -> Batch:
         raise TypeError("a pool iterable yields (ids, logits) or (ids, logits, embedding) tuples")
     ids, logits, *emb = item
     keyed = len(ids) and isinstance(ids[0], str)
-    return Batch(None if logits is None else np.asarray(logits), None if keyed else np.asarray(ids),
+    return Batch(None if logits is None else np.asarray(logits), None if keyed else as_ids(ids),
                  emb[0] if emb else None, list(ids) if keyed else None)
 
 

@@ -104,8 +104,9 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     def _apply(self, session: Session, seq: int, req: pb.ScoreRequest) -> None:
         """Score one batch and commit it to the session, or raise with the session untouched."""
-        session.check_keys(bool(req.keys), seq)
         scored = self._score(session.spec, seq, req, session.items, session.feed)
+        if scored.rows:  # a batch of no rows carries neither keys nor ids: it fits either kind of session
+            session.check_keys(scored.keys is not None, seq)
         session.commit(seq, session.top.merged(scored.scores, scored.ids), scored.rows, scored.keys)
 
     def _score(self, spec: Spec, seq: int, req: Parsed, first_row: int, feed: Feed | None) -> batches.Scored:

@@ -36,7 +36,8 @@ class Session:
             for i in top.held_ids().tolist():  # ≤ 2K entries, once per batch that changed the top
                 kept[i] = self.keys[i] if i < first else batch_keys[i - first]
             self.keys = kept
-        self.keyed = batch_keys is not None
+        if rows:
+            self.keyed = batch_keys is not None
         self.top, self.next_seq, self.items, self.used = top, seq + 1, self.items + rows, time.monotonic()
 
     def check_seq(self, seq: int) -> bool:

@@ -295,3 +295,12 @@ def test_a_bad_row_in_a_split_array_is_told_where_it_sits_in_the_array(client: C
     first = 15_000 // step * step
     with pytest.raises(BadBatch, match=rf"NaN in row {15_000 - first} \(this request held rows {first}\.\."):
         client.score_batch(x, "entropy")
+
+
+def test_an_empty_batch_fits_a_keyed_session_and_empty_ids_are_ints(client: Client) -> None:
+    with client.session("entropy", k=3) as s:
+        s.score(np.eye(2, 3, dtype=np.float32), keys=["a", "b"])
+        assert s.score(np.empty((0, 3), np.float32), keys=[]).items == 2
+        s.stream([([], np.empty((0, 3), np.float32)), (["c"], np.ones((1, 3), np.float32))])
+        assert sorted(s.top_k().keys) == ["a", "b", "c"]
+    assert client.score_batch(np.empty((0, 3), np.float32), "entropy", ids=[]).shape == (0,)
