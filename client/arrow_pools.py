@@ -21,7 +21,9 @@ def read(path: Path, logits_column: str, id_column: str, embedding_column: str, 
         ids = keys = None
         if id_column in names:
             col = record.column(id_column)
-            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            if pa.types.is_dictionary(col.type):  # a dictionary-encoded (categorical) id column
+                col = col.dictionary_decode()
+            if _is_text(col.type):
                 keys = col.to_pylist()
             else:
                 ids = col.to_numpy().astype(np.int64, copy=False)
@@ -55,3 +57,20 @@ def tensor_column(col: pa.Array, name: str) -> np.ndarray:
         shape.append(int(lengths[0]))
         col = col.flatten()
     return col.to_numpy(zero_copy_only=False).reshape(shape)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    view = getattr(pa.types, "is_string_view", lambda _: False)  # pyarrow ≥ 16
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or view(t)
+
+
+def count_rows(path: Path) -> int | None:
+    """Rows of a Parquet or Arrow IPC file from its metadata (None for the IPC stream format)."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pq.ParquetFile(path).metadata.num_rows
+    with pa.memory_map(str(path)) as source:
+        try:
+            reader = pa.ipc.open_file(source)
+        except pa.ArrowInvalid:
+            return None
+        return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))  # mapped, not read

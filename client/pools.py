@@ -106,15 +106,32 @@ def _npz_batch(npz, logits_column: str) -> Batch:
     return Batch(npz[logits_column], ids, npz["embedding"] if "embedding" in names else None, keys)
 
 
-def count_rows(pool) -> int | None:
+def count_rows(pool, logits_column: str = "logits") -> int | None:
     """Rows in a pool when known without reading it (progress bars), else None."""
     if isinstance(pool, np.ndarray):
         return len(pool)
-    if isinstance(pool, (str, Path)):
-        path = Path(pool)
-        if path.suffix == ".npy":
-            return np.load(path, mmap_mode="r").shape[0]
-        if path.suffix in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-            return pq.ParquetFile(path).metadata.num_rows
+    if not isinstance(pool, (str, Path)) or not Path(pool).exists():
+        return None
+    path = Path(pool)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, mmap_mode="r").shape[0]
+    if suffix == ".npz":
+        return _npz_rows(path, logits_column)
+    if suffix in (".parquet", ".pq", ".arrow", ".feather", ".ipc"):
+        from poolscore.client import arrow_pools
+        return arrow_pools.count_rows(path)
     return None
+
+
+def _npz_rows(path: Path, name: str) -> int | None:
+    """An .npz member's row count from its .npy header alone (np.load would read the array)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z, z.open(f"{name}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read_header(f)[0]
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return None
+    return shape[0] if shape else None

@@ -91,7 +91,7 @@ def _score(args: argparse.Namespace) -> int:
     options = dict(input_kind=args.input_kind, temperature=args.temperature, base=args.base,
                    normalized=args.normalized, seed=args.seed)
     columns = dict(logits_column=args.logits_column, id_column=args.id_column, embedding_column=args.embedding_column)
-    bar = tqdm(total=count_rows(args.pool), unit="rows", unit_scale=True, desc=args.pool.name,
+    bar = tqdm(total=count_rows(args.pool, args.logits_column), unit="rows", unit_scale=True, desc=args.pool.name,
                disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
     with _target(args) as target, Client(target, token=args.token if args.target else None) as client, bar:
         client.wait_ready(timeout=60)

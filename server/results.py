@@ -34,7 +34,9 @@ def write(top: TopK, path: Path) -> None:
     elif suffix in (".parquet", ".pq"):
         import pyarrow as pa
         import pyarrow.parquet as pq
-        pq.write_table(pa.table({"rank": [r for r, _, _ in data], "id": [i for _, i, _ in data],
-                                 "score": [s for _, _, s in data]}), path)
+        id_type = pa.string() if top.keys else pa.int64()  # typed even when the top is empty
+        pq.write_table(pa.table({"rank": pa.array([r for r, _, _ in data], pa.int64()),
+                                 "id": pa.array([i for _, i, _ in data], id_type),
+                                 "score": pa.array([s for _, _, s in data], pa.float64())}), path)
     else:
         raise ValueError(f"--out {path}: unknown format {suffix!r}; use .csv, .jsonl or .parquet")
