@@ -113,8 +113,11 @@ def _target(args: argparse.Namespace) -> Iterator[str]:
     from poolscore.server.app import build_server
 
     logging.basicConfig(level=logging.WARNING)
-    app = build_server(ServeConfig(port=0, metrics_port=-1, device=args.device, warm=args.strategy
-                                   if args.strategy != "random" else "")).start()
+    from poolscore.server.scoring.registry import STRATEGIES
+
+    # warm the kernel the run needs; an unknown strategy is the server's to refuse, by name
+    warm = args.strategy if args.strategy in STRATEGIES and not STRATEGIES[args.strategy].scores_ids else ""
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device=args.device, warm=warm)).start()
     try:
         yield app.target
     finally:

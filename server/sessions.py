@@ -42,6 +42,8 @@ class Session:
 
     def check_seq(self, seq: int) -> bool:
         """True when `seq` is new; False when already committed (ack again, score nothing)."""
+        if seq < 0:
+            raise BadInput("seq", f"must be ≥ 0, got {seq}")
         if seq < self.next_seq:
             return False
         if seq > self.next_seq:

@@ -23,13 +23,16 @@ def parse(spec: pb.StrategySpec) -> Spec:
         raise BadInput("strategy.name", f"missing; one of {', '.join(sorted(STRATEGIES))}")
     if spec.input_kind not in _KINDS:
         raise BadInput("strategy.input_kind", f"unknown value {spec.input_kind}")
-    options = ScoreOptions(
-        input_kind=_KINDS[spec.input_kind],
-        temperature=spec.temperature or 1.0,
-        base=spec.base or math.e,
-        normalized=spec.normalized,
-        seed=spec.seed,
-    )
+    try:
+        options = ScoreOptions(
+            input_kind=_KINDS[spec.input_kind],
+            temperature=spec.temperature or 1.0,
+            base=spec.base or math.e,
+            normalized=spec.normalized,
+            seed=spec.seed,
+        )
+    except BadInput as err:  # named as the wire spells it: the options are StrategySpec's fields
+        raise BadInput(err.field.replace("options.", "strategy.", 1), err.problem, err.row) from None
     return Spec(strategy_named(spec.name), options, spec)
 
 

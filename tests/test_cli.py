@@ -99,6 +99,14 @@ def test_errors_are_one_clear_line() -> None:
     assert env.returncode == 2 and "POOLSCORE_PORT='nope'" in env.stderr
 
 
+def test_server_errors_are_one_line_too(served: str) -> None:
+    sample = str(ROOT / "examples" / "sample_pool.npz")
+    over = run("score", sample, "--target", served, "-k", "78")  # the served limit is 77
+    assert over.returncode == 2 and "Traceback" not in over.stderr and "k: 78 is over" in over.stderr
+    unknown = run("score", sample, "--strategy", "entropi", "--no-progress")  # the embedded server says it
+    assert unknown.returncode == 2 and "strategy: unknown 'entropi'" in unknown.stderr and "--warm" not in unknown.stderr
+
+
 def test_export_scorer_writes_a_graph_that_scores_like_the_kernel(tmp_path: Path) -> None:
     import onnxruntime as ort
     import torch

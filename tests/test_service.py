@@ -133,6 +133,10 @@ def test_a_resent_batch_is_acked_again_and_a_gap_is_refused(client: Client, app,
             list(stub.Score(iter([batch])))
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "batch 5 sent but the next batch must be 1" in err.value.details()
+        batch.seq = -3
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.Score(iter([batch])))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "seq: must be ≥ 0, got -3" in err.value.details()
     assert client.get_session(sid).items == 20
 
 
@@ -211,7 +215,8 @@ def test_oversized_message_is_resource_exhausted(app) -> None:
     (lambda c: c.score_batch(np.zeros((4, 3, 2), np.float32), "entropy"), r"needs shape \[N, C\], got \[4, 3, 2\]"),
     (lambda c: c.score_batch(np.zeros((4, 3), np.float32), "entropi"), r"strategy: unknown 'entropi'"),
     (lambda c: c.score_batch(np.zeros((4, 3), np.float32), "entropy", ids=np.arange(5)), r"ids: 5 ids for 4 rows"),
-    (lambda c: c.score_batch(np.zeros((4, 3), np.float32), "entropy", temperature=-1.0), r"options.temperature"),
+    (lambda c: c.score_batch(np.zeros((4, 3), np.float32), "entropy", temperature=-1.0), r"strategy.temperature"),
+    (lambda c: c.score_batch(np.zeros((4, 3), np.float32), "entropy", base=0.5), r"strategy.base: must be"),
 ])
 def test_bad_inputs_are_invalid_argument_naming_the_field(client: Client, call, message: str) -> None:
     with pytest.raises(BadBatch, match=message):
