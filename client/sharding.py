@@ -58,7 +58,7 @@ def score_pool_sharded(targets: list[str], pool, strategy: str = "entropy", k: i
     """score_pool over several servers at once: batches shared out, top-Ks merged exactly."""
     clients = [Client(t, token=token) for t in targets]
     try:
-        source = _Shared(_numbered(batches_of(pool, clients[0].batch_bytes)))
+        source = _Shared(_numbered(batches_of(pool, min(c.batch_bytes for c in clients))))  # fits every server
         with ThreadPoolExecutor(len(targets)) as pool_threads:
             # each server pulls the next batch when its stream has room: faster replicas take more
             futures = [pool_threads.submit(c.score_pool, source.pull(), strategy, k, **options) for c in clients]
