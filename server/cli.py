@@ -91,9 +91,10 @@ def _score(args: argparse.Namespace) -> int:
     options = dict(input_kind=args.input_kind, temperature=args.temperature, base=args.base,
                    normalized=args.normalized, seed=args.seed)
     columns = dict(logits_column=args.logits_column, id_column=args.id_column, embedding_column=args.embedding_column)
-    bar = tqdm(total=count_rows(args.pool, args.logits_column), unit="rows", unit_scale=True, desc=args.pool.name,
+    rows = count_rows(args.pool, args.logits_column)
+    bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=args.pool.name,
                disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
-    with _target(args) as target, Client(target, token=args.token if args.target else None) as client, bar:
+    with _target(args, rows) as target, Client(target, token=args.token if args.target else None) as client, bar:
         client.wait_ready(timeout=60)
         top = client.score_pool(str(args.pool), args.strategy, args.k, progress=bar.update, columns=columns, **options)
     if args.out:
@@ -104,9 +105,14 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+EAGER_ROWS = 1_000_000  # a known pool this small scores eagerly in less time than compiling takes
+
+
 @contextlib.contextmanager
-def _target(args: argparse.Namespace) -> Iterator[str]:
-    """The server to call: --target, or an embedded one on a free loopback port for this run."""
+def _target(args: argparse.Namespace, rows: int | None = None) -> Iterator[str]:
+    """The server to call: --target, or an embedded one on a free loopback port for this run.
+    It compiles its kernels only for a pool of unknown or more than EAGER_ROWS rows: eager
+    kernels score a million rows in about a second, and a compilation takes 4-15 s."""
     if args.target:
         yield args.target
         return
@@ -117,7 +123,8 @@ def _target(args: argparse.Namespace) -> Iterator[str]:
 
     # warm the kernel the run needs; an unknown strategy is the server's to refuse, by name
     warm = args.strategy if args.strategy in STRATEGIES and not STRATEGIES[args.strategy].scores_ids else ""
-    app = build_server(ServeConfig(port=0, metrics_port=-1, device=args.device, warm=warm)).start()
+    compile = "off" if rows is not None and rows <= EAGER_ROWS else "background"
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device=args.device, warm=warm, compile=compile)).start()
     try:
         yield app.target
     finally:

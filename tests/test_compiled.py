@@ -60,6 +60,23 @@ def test_first_use_serves_eagerly_while_compiling_in_the_background() -> None:
         s.close()
 
 
+def test_close_waits_for_the_compilation_in_progress_and_starts_none_after() -> None:
+    """A process that exits while inductor compiles aborts; close() leaves nothing running."""
+    s = Scorer("cpu", compile="background")
+    x = torch.randn(64, 5, dtype=torch.float64)
+    for name in ("margin", "ratio", "entropy"):  # queue a few compilations
+        s.score(name, x)
+    worker = s.kernels._worker
+    s.close()
+    assert not worker.is_alive()
+    assert all(f.done() for f in s.kernels._pending.values())  # finished, or cancelled before starting
+    pending = len(s.kernels._pending)
+    strategy = strategy_named("least_confidence")
+    assert s.kernels.kernel_for(strategy, "logits", x, None) is KERNELS["least_confidence"]
+    s.kernels.wait()  # a cancelled compilation is not an error
+    assert len(s.kernels._pending) == pending and not worker.is_alive()
+
+
 def test_sync_mode_scores_a_new_class_count_with_its_own_compilations_at_once() -> None:
     from poolscore.server.scoring.relayout import RowsInnerKernel
     s = Scorer("cpu", compile="sync")

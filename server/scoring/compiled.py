@@ -56,6 +56,7 @@ class CompiledKernels:
         self._lock = threading.Lock()  # guards the dicts; compilation runs outside it
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
+        self._closed = False
         if mode != "off":  # every (kind, dtype, rank) variant shares one code object's cache
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
 
@@ -70,7 +71,8 @@ class CompiledKernels:
             return ready
         future = self._start(strategy, kind, x, emb, key)
         if self.mode == "sync":
-            future.result()
+            if not future.cancelled():
+                future.result()
             return self._ready.get(key, eager)
         return eager
 
@@ -89,18 +91,30 @@ class CompiledKernels:
     def wait(self) -> None:
         """Block until every compilation started so far has finished (tests, benchmarks)."""
         for future in list(self._pending.values()):
-            future.result()
+            if not future.cancelled():
+                future.result()
 
     def ready_keys(self) -> list[Key]:
         return list(self._ready)
 
-    def close(self) -> None:
-        """Cancel queued compilations; one in progress finishes (or dies with the process)."""
+    def close(self, timeout: float = 300.0) -> None:
+        """Cancel queued compilations and wait for the one in progress. Left running, the
+        interpreter's exit would kill the compiler halfway and the process would abort
+        ("terminate called without an active exception") after its work was done."""
+        with self._lock:
+            self._closed, worker = True, self._worker
         while True:
             try:
-                self._jobs.get_nowait()[0].cancel()
+                item = self._jobs.get_nowait()
             except queue.Empty:
-                return
+                break
+            if item is not None:
+                item[0].cancel()
+        if worker is not None:
+            self._jobs.put(None)  # the worker's signal to stop
+            worker.join(timeout)
+            if worker.is_alive():
+                log.warning("a kernel compilation still runs after %.0f s; exiting without it", timeout)
 
     def _start(self, strategy: Strategy, kind: str, x: torch.Tensor, emb: torch.Tensor | None, key: Key) -> Future:
         ex = _example(x)
@@ -111,6 +125,10 @@ class CompiledKernels:
         """Run `job` on the compile thread, once per key."""
         with self._lock:
             future = self._pending.get(key)
+            if future is None and self._closed:  # closing: nothing new starts
+                future = Future()
+                future.cancel()
+                return future
             if future is None:
                 future = Future()
                 self._jobs.put((future, job))
@@ -123,12 +141,13 @@ class CompiledKernels:
 
     def _submit_and_wait(self, key: tuple, job: Callable[[], None]) -> Future:
         future = self._submit(key, job)
-        future.result()
+        if not future.cancelled():
+            future.result()
         return future
 
     def _work(self) -> None:
-        while True:
-            future, job = self._jobs.get()
+        while (item := self._jobs.get()) is not None:
+            future, job = item
             if future.set_running_or_notify_cancel():
                 try:
                     job()
