@@ -280,7 +280,9 @@ class Client:
             with _mapped(stream):
                 call = self._score(stream, timeout=self.timeout)
                 for ack in call:
-                    if ack.replayed:  # this client never resends: another writer committed our seq first
+                    # Outside resume, this client never resends: another writer took our seq. On
+                    # resume, a broken call may still commit what the server had received from it.
+                    if ack.replayed and not resume:
                         call.cancel()
                         raise SequenceGap(grpc.StatusCode.FAILED_PRECONDITION, _overtaken(session_id, ack))
                     self._committed[session_id] = (ack.seq + 1, ack.items)
@@ -292,5 +294,6 @@ class Client:
 
 def _overtaken(session_id: str, ack: pb.ScoreAck) -> str:
     return (f"session {session_id!r}: batch {ack.acked_seq} was already committed by another writer, so this "
-            f"client's batch {ack.acked_seq} was not scored (the session is at batch {ack.seq}, {ack.items} items). "
-            f"Give each session one writer, or re-sync with stream(..., resume=True)")
+            f"client's batch {ack.acked_seq} and any after it in this call were not scored (the session is at "
+            f"batch {ack.seq}, {ack.items} items). Give each session one writer; to keep them, send those batches "
+            f"again without resume (the next call starts at the server's next seq)")

@@ -15,7 +15,7 @@ OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 class TokenAuth(grpc.ServerInterceptor):
     def __init__(self, token: str, on_denied=lambda: None) -> None:
-        self._want = f"Bearer {token}".encode()
+        self._want = token.encode()
         self._on_denied = on_denied  # e.g. count it in poolscore_errors_total
 
     def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
@@ -26,9 +26,14 @@ class TokenAuth(grpc.ServerInterceptor):
         return _denied(handler, details.method)
 
     def _valid(self, metadata) -> bool:
-        sent = next((value for key, value in metadata or () if key == "authorization"), "")
-        sent = sent.encode() if isinstance(sent, str) else sent
-        return hmac.compare_digest(sent, self._want)
+        """Any `authorization` entry of the form `Bearer <token>` (the scheme in any case)."""
+        for key, value in metadata or ():
+            if key != "authorization" or not isinstance(value, str):  # gRPC lower-cases keys; -bin ones are bytes
+                continue
+            scheme, _, token = value.strip().partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._want):
+                return True
+        return False
 
 
 def _denied(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:

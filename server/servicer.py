@@ -4,6 +4,8 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Iterator
 
+import grpc
+
 from poolscore.server import batches
 from poolscore.server.config import ServeConfig
 from poolscore.server.errors import BadInput
@@ -29,6 +31,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def ScorePool(self, requests: Iterator[pb.ScoreRequest], context) -> pb.TopK:
         session: Session | None = None
         for req in read_ahead(requests):
+            if not context.is_active():  # the caller is gone: score nothing more it queued
+                context.abort(grpc.StatusCode.CANCELLED, "the caller cancelled the call")
             if session is None:  # the first message opens the pool: strategy, k, model
                 spec = parse(req.strategy)
                 session = Session("pool", spec, self._empty_top(req.k), feed=feed_for(req.model, spec, self.models))
@@ -43,6 +47,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     @maps_errors
     def Score(self, requests: Iterator[pb.ScoreRequest], context) -> Iterator[pb.ScoreAck]:
         for req in read_ahead(requests):
+            if not context.is_active():  # the caller is gone: commit nothing more it queued
+                return
             with self.metrics.batch_seconds.labels("Score").time():
                 session = self.sessions.get(req.session_id)
                 with session.lock:

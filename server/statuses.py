@@ -31,6 +31,9 @@ def code_of(err: Exception) -> StatusCode:
 
 
 def _abort(servicer, context: grpc.ServicerContext, err: Exception) -> NoReturn:
+    if not context.is_active():  # the caller cancelled or went away: not a bug, and no one reads the status
+        servicer.metrics.errors.labels(code=StatusCode.CANCELLED.name).inc()
+        context.abort(StatusCode.CANCELLED, "the caller cancelled the call")
     code = code_of(err)
     servicer.metrics.errors.labels(code=code.name).inc()
     if code is StatusCode.INTERNAL:
@@ -46,7 +49,7 @@ def maps_errors(method: Callable) -> Callable:
         def streaming(self, request, context):
             try:
                 yield from method(self, request, context)
-            except Exception as err:  # noqa: BLE001 - mapped to a status, never swallowed
+            except Exception as err:  # noqa: BLE001 - mapped to a status (or, for a gone caller, counted)
                 _abort(self, context, err)
         return streaming
 

@@ -30,14 +30,37 @@ def usable_cores(cgroup: Path = CGROUP) -> int:
     return cores if quota is None else max(1, min(cores, math.ceil(quota)))
 
 
-def cpu_quota(cgroup: Path = CGROUP) -> float | None:
-    """CPUs allowed by the cgroup's CFS quota (v2 cpu.max, or v1 cpu.cfs_quota_us), None if unlimited."""
+def cpu_quota(cgroup: Path = CGROUP, self_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """CPUs allowed by a CFS quota on this process's cgroup or its parents, None if unlimited.
+
+    cgroup v2: `cpu.max` in the process's own cgroup (from /proc/self/cgroup) and each parent
+    up to the mount's root. v1: `cpu.cfs_quota_us` / `cpu.cfs_period_us` in the cpu
+    controller's root, mounted as `cpu` or `cpu,cpuacct`."""
+    found = [q for q in map(_quota_in, _cgroup_dirs(cgroup, self_cgroup)) if q is not None]
+    return min(found) if found else None
+
+
+def _cgroup_dirs(cgroup: Path, self_cgroup: Path) -> list[Path]:
+    dirs = [cgroup, cgroup / "cpu", cgroup / "cpu,cpuacct"]
     try:
-        if (cgroup / "cpu.max").exists():  # v2: "max 100000" or "200000 100000"
-            quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        own = next(line.split(":", 2)[2] for line in self_cgroup.read_text().splitlines() if line.startswith("0::"))
+    except (OSError, StopIteration, IndexError):
+        return dirs
+    path = cgroup / own.strip().lstrip("/")
+    while path != cgroup and cgroup in path.parents:  # the process's cgroup, then its parents
+        dirs.append(path)
+        path = path.parent
+    return dirs
+
+
+def _quota_in(d: Path) -> float | None:
+    try:
+        if (d / "cpu.max").exists():  # v2: "max 100000" or "200000 100000"
+            quota, period = (d / "cpu.max").read_text().split()[:2]
+        elif (d / "cpu.cfs_quota_us").exists():  # v1
+            quota, period = ((d / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
         else:
-            v1 = cgroup / "cpu"
-            quota, period = ((v1 / name).read_text().strip() for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+            return None
         if quota in ("max", "-1") or int(period) <= 0:
             return None
         return int(quota) / int(period)

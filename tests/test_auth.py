@@ -66,3 +66,17 @@ def test_the_cli_reads_the_token_from_the_environment(guarded) -> None:
     assert ok.returncode == 0 and "limits:" in ok.stdout
     denied = subprocess.run(cli, capture_output=True, text=True, timeout=120, env=env)
     assert denied.returncode == 2 and "no valid token" in denied.stderr and "Traceback" not in denied.stderr
+
+
+def test_the_bearer_scheme_is_case_insensitive_and_any_header_may_carry_it(guarded) -> None:
+    from poolscore.v1 import scoring_pb2 as pb, scoring_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(guarded.target) as channel:
+        info = pb_grpc.PoolScorerStub(channel).ServerInfo
+        for metadata in ([("authorization", f"bearer {TOKEN}")], [("authorization", f"BEARER  {TOKEN} ")],
+                         [("authorization", "Bearer wrong"), ("authorization", f"Bearer {TOKEN}")]):
+            assert info(pb.ServerInfoRequest(), metadata=metadata).version
+        for metadata in ([("authorization", TOKEN)], [("authorization", f"Basic {TOKEN}")], [("x-token", TOKEN)]):
+            with pytest.raises(grpc.RpcError) as err:
+                info(pb.ServerInfoRequest(), metadata=metadata)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

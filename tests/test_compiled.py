@@ -77,6 +77,32 @@ def test_close_waits_for_the_compilation_in_progress_and_starts_none_after() -> 
     assert len(s.kernels._pending) == pending and not worker.is_alive()
 
 
+def test_close_while_sync_requests_wait_lets_them_finish_with_the_code_at_hand() -> None:
+    import threading
+
+    s = Scorer("cpu", compile="sync")
+    x = torch.randn(256, 30)  # C = 30: a bucket the other tests do not compile
+    results: dict[str, object] = {}
+
+    def score(name: str) -> None:
+        try:
+            results[name] = s.score(name, x)
+        except Exception as err:  # noqa: BLE001 - the assertion below reports it
+            results[name] = err
+
+    threads = [threading.Thread(target=score, args=(n,)) for n in ("entropy", "margin", "ratio")]
+    for t in threads:
+        t.start()
+    s.close()  # cancels what is queued behind the compilation in progress
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == 3
+    for name, got in results.items():
+        assert isinstance(got, torch.Tensor), f"{name}: {got!r}"
+        torch.testing.assert_close(got, KERNELS[name](x, None, torch.tensor(1.0, dtype=torch.float64), "logits"),
+                                   rtol=2e-6, atol=1e-7)
+
+
 def test_sync_mode_scores_a_new_class_count_with_its_own_compilations_at_once() -> None:
     from poolscore.server.scoring.relayout import RowsInnerKernel
     s = Scorer("cpu", compile="sync")

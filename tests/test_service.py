@@ -309,3 +309,20 @@ def test_an_empty_batch_fits_a_keyed_session_and_empty_ids_are_ints(client: Clie
         s.stream([([], np.empty((0, 3), np.float32)), (["c"], np.ones((1, 3), np.float32))])
         assert sorted(s.top_k().keys) == ["a", "b", "c"]
     assert client.score_batch(np.empty((0, 3), np.float32), "entropy", ids=[]).shape == (0,)
+
+
+def test_resuming_at_once_after_a_broken_stream_is_no_second_writer(client: Client, rng: np.random.Generator) -> None:
+    """The broken call may still commit what the server had received when the resume asks
+    for next_seq: those replayed acks are the resume's to expect, not another writer's."""
+    batches = [Batch(rng.normal(size=(20_000, 10)).astype(np.float32), np.arange(i * 20_000, (i + 1) * 20_000))
+               for i in range(8)]
+
+    def crashing():
+        yield from batches[:5]
+        raise RuntimeError("reader died")
+
+    for _ in range(3):
+        with client.session("entropy", k=5) as s:
+            with pytest.raises(RuntimeError, match="reader died"):
+                s.stream(crashing())
+            assert s.stream(batches, resume=True).items == 160_000

@@ -36,13 +36,27 @@ def test_default_follows_the_cpu_set_not_the_host() -> None:
     ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),
     ({}, None),  # no cgroup files at all
     ({"cpu.max": "garbage"}, None),
+    ({"cpu,cpuacct/cpu.cfs_quota_us": "300000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 3.0),
 ])
 def test_a_containers_cpu_quota_is_read_from_cgroup_v1_or_v2(tmp_path, files: dict, cpus) -> None:
     from poolscore.server.threads import cpu_quota
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert cpu_quota(tmp_path) == cpus
+    assert cpu_quota(tmp_path, tmp_path / "no-self-cgroup") == cpus
+
+
+def test_a_quota_on_the_processs_own_v2_cgroup_or_a_parent_counts(tmp_path) -> None:
+    from poolscore.server.threads import cpu_quota
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    unit = tmp_path / "system.slice" / "poolscore.service"
+    unit.mkdir(parents=True)
+    (unit / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "system.slice" / "cpu.max").write_text("150000 100000\n")  # the parent's limit binds
+    (tmp_path / "self").write_text("0::/system.slice/poolscore.service\n")
+    assert cpu_quota(tmp_path, tmp_path / "self") == 1.5
+    (unit / "cpu.max").write_text("50000 100000\n")  # a tighter one of its own
+    assert cpu_quota(tmp_path, tmp_path / "self") == 0.5
 
 
 def test_a_cpu_limit_caps_the_default(tmp_path) -> None:

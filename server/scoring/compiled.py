@@ -14,7 +14,7 @@ import logging
 import math
 import queue
 import threading
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Callable, Literal
 
 import torch
@@ -71,8 +71,7 @@ class CompiledKernels:
             return ready
         future = self._start(strategy, kind, x, emb, key)
         if self.mode == "sync":
-            if not future.cancelled():
-                future.result()
+            _wait(future)
             return self._ready.get(key, eager)
         return eager
 
@@ -91,8 +90,7 @@ class CompiledKernels:
     def wait(self) -> None:
         """Block until every compilation started so far has finished (tests, benchmarks)."""
         for future in list(self._pending.values()):
-            if not future.cancelled():
-                future.result()
+            _wait(future)
 
     def ready_keys(self) -> list[Key]:
         return list(self._ready)
@@ -141,8 +139,7 @@ class CompiledKernels:
 
     def _submit_and_wait(self, key: tuple, job: Callable[[], None]) -> Future:
         future = self._submit(key, job)
-        if not future.cancelled():
-            future.result()
+        _wait(future)
         return future
 
     def _work(self) -> None:
@@ -179,6 +176,15 @@ class CompiledKernels:
         if self._on_ready is not None:
             self._on_ready(ready)
         log.info("compiled %s for %s %s rank %d on %s", strategy.name, kind, x.dtype, x.dim(), x.device)
+
+
+def _wait(future: Future) -> None:
+    """Wait for a compile job; one cancelled by close() (even while waited on) is no error:
+    the caller goes on with the code that serves without it."""
+    try:
+        future.result()
+    except CancelledError:
+        pass
 
 
 def _rows_inner_pays(key: Key) -> bool:
