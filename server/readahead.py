@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 _END = object()
@@ -19,8 +19,9 @@ class _Failed:
         self.error = error
 
 
-def read_ahead(requests: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """The same items in the same order, received by a thread up to `depth` ahead."""
+def read_ahead(requests: Iterator[T], depth: int = 2, active: Callable[[], bool] = lambda: True) -> Iterator[T]:
+    """The same items in the same order, received by a thread up to `depth` ahead. Once
+    `active()` is false (the caller went away), items already received are not handed on."""
     ready: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
 
@@ -37,7 +38,7 @@ def read_ahead(requests: Iterator[T], depth: int = 2) -> Iterator[T]:
 
     threading.Thread(target=pump, name="poolscore-read-ahead", daemon=True).start()
     try:
-        while (item := ready.get()) is not _END:
+        while (item := ready.get()) is not _END and active():
             if isinstance(item, _Failed):
                 raise item.error
             yield item

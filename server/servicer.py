@@ -4,8 +4,6 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Iterator
 
-import grpc
-
 from poolscore.server import batches
 from poolscore.server.config import ServeConfig
 from poolscore.server.errors import BadInput
@@ -30,9 +28,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     @maps_errors
     def ScorePool(self, requests: Iterator[pb.ScoreRequest], context) -> pb.TopK:
         session: Session | None = None
-        for req in read_ahead(requests):
-            if not context.is_active():  # the caller is gone: score nothing more it queued
-                context.abort(grpc.StatusCode.CANCELLED, "the caller cancelled the call")
+        for req in read_ahead(requests, active=context.is_active):  # a gone caller's queued batches: unscored
             if session is None:  # the first message opens the pool: strategy, k, model
                 spec = parse(req.strategy)
                 session = Session("pool", spec, self._empty_top(req.k), feed=feed_for(req.model, spec, self.models))
@@ -46,9 +42,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     @maps_errors
     def Score(self, requests: Iterator[pb.ScoreRequest], context) -> Iterator[pb.ScoreAck]:
-        for req in read_ahead(requests):
-            if not context.is_active():  # the caller is gone: commit nothing more it queued
-                return
+        for req in read_ahead(requests, active=context.is_active):  # a gone caller's queued batches: uncommitted
             with self.metrics.batch_seconds.labels("Score").time():
                 session = self.sessions.get(req.session_id)
                 with session.lock:

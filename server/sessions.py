@@ -78,7 +78,7 @@ class SessionStore:
         now = time.monotonic()
         with self._lock:
             session = self._sessions.get(session_id)
-            if session is not None and session.used < now - self.ttl_s:
+            if session is not None and self._idle(session, now):
                 del self._sessions[session_id]  # expired: as if the last create had swept it
                 session = None
             if session is not None:
@@ -101,9 +101,13 @@ class SessionStore:
             return len(self._sessions)
 
     def _expire(self) -> None:
-        cutoff = time.monotonic() - self.ttl_s
-        for sid in [s.id for s in self._sessions.values() if s.used < cutoff]:
+        now = time.monotonic()
+        for sid in [s.id for s in self._sessions.values() if self._idle(s, now)]:
             del self._sessions[sid]
+
+    def _idle(self, session: Session, now: float) -> bool:
+        """Idle past the TTL: dropped, as if it had never been created."""
+        return session.used < now - self.ttl_s
 
 
 def _same(session: Session, spec: Spec, k: int, feed: Feed | None) -> Session:

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from poolscore.server.topk_numpy import at_least
-
 
 @dataclass(frozen=True)
 class TopK:
@@ -80,9 +78,8 @@ def _beating(scores: torch.Tensor, ids: torch.Tensor, kth_score: torch.Tensor, k
 
 
 def _at_least(scores: torch.Tensor, kth_score: torch.Tensor) -> torch.Tensor:
-    """Indices of the scores ≥ the K-th score rounded down into their dtype (no false misses)."""
-    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
-        return torch.from_numpy(at_least(scores.numpy(), float(kth_score)))  # flatnonzero: 6x torch.nonzero
+    """Indices of the scores ≥ the K-th score rounded down into their dtype (no false misses).
+    (On the CPU the server keeps topk_numpy's NumpyTopK instead: torch_backend.empty_top.)"""
     floor = kth_score.to(scores.dtype)
     floor = torch.where(floor > kth_score, torch.nextafter(floor, torch.full_like(floor, -torch.inf)), floor)
     return torch.nonzero(scores >= floor).squeeze(1)

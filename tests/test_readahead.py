@@ -40,3 +40,13 @@ def test_a_consumer_that_stops_early_frees_the_reading_thread() -> None:
     for pump in started:
         pump.join(timeout=10)
         assert not pump.is_alive()
+
+
+def test_nothing_more_is_handed_on_once_the_caller_is_gone() -> None:
+    gone = threading.Event()
+    seen = []
+    for item in read_ahead(iter(range(100)), active=lambda: not gone.is_set()):
+        seen.append(item)
+        if item == 3:
+            gone.set()  # as a cancelled RPC's context.is_active() turns false
+    assert seen == [0, 1, 2, 3]
