@@ -27,9 +27,10 @@ import torch
 
 from peers import PeerInput, peers_for
 from timing import best_of, once
-from poolscore.server.device import choose, describe
-from poolscore.server.scoring import STRATEGIES, Scorer
-from poolscore.server.torch_backend import empty_top
+from poolscore.server.backends.torch.device import choose, describe
+from poolscore.server.backends.torch.scorer import Scorer
+from poolscore.server.strategies import STRATEGIES
+from poolscore.server.backends.torch.backend import empty_top
 
 POINTWISE = ["least_confidence", "margin", "ratio", "entropy", "expected_gradient_length"]
 BAYESIAN = ["bald", "predictive_entropy", "variation_ratios"]

@@ -1,4 +1,4 @@
-"""build_server(config): wiring only — scorer, sessions, metrics, servicers, ports."""
+"""build_server(config): wiring only — backend, models, pipeline, sessions, servicers, ports."""
 from __future__ import annotations
 
 import logging
@@ -11,19 +11,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from poolscore.server import wire
-from poolscore.server.allocator import keep_freed_memory
-from poolscore.server.auth import TokenAuth
+from poolscore.server import backends
+from poolscore.server.backends.base import Backend
 from poolscore.server.config import ServeConfig
 from poolscore.server.metrics import Metrics
-from poolscore.server.oip_servicer import SERVICE as OIP_SERVICE, InferenceServicer
-from poolscore.server.scoring import STRATEGIES
-from poolscore.server.servicer import PoolScorer, version as servicer_version
-from poolscore.server.sessions import SessionStore
-from poolscore.v1 import inference_pb2 as oip, scoring_pb2 as pb
+from poolscore.server.models.repository import ModelRepository
+from poolscore.server.pipeline import Pipeline
+from poolscore.server.runtime.allocator import keep_freed_memory
+from poolscore.server.sessions.store import SessionStore
+from poolscore.server.strategies import STRATEGIES
+from poolscore.server.transport import handlers
+from poolscore.server.transport.auth import TokenAuth
+from poolscore.server.transport.oip import InferenceServicer
+from poolscore.server.transport.poolscorer import PoolScorer, version
 
 log = logging.getLogger(__name__)
-SERVICE = pb.DESCRIPTOR.services_by_name["PoolScorer"].full_name
+SERVICE = handlers.SERVICE
 
 
 @dataclass
@@ -31,10 +34,10 @@ class App:
     server: grpc.Server
     port: int
     metrics_port: int | None  # None: /metrics is off
-    backend: object  # TorchBackend or OnnxBackend
+    backend: Backend
     health: health.HealthServicer
-    models: object  # models.ModelRepository
-    _metrics_http: object | None = None
+    models: ModelRepository
+    _metrics_http: object | None = None  # the HTTP server prometheus_client started
 
     @property
     def target(self) -> str:
@@ -58,17 +61,20 @@ def build_server(config: ServeConfig) -> App:
     """A ready-to-start server bound to config.host:config.port (0: a free port)."""
     keep_freed_memory(4 * config.max_message_bytes)  # a few batches' buffers, reused, not re-faulted
     metrics = Metrics(CollectorRegistry())
-    backend = _backend(config, metrics)
+    backend = backends.load(config.backend, config.device, compile=config.compile, threads=config.threads,
+                            on_compiled=metrics.compiled.set)
     _warm(backend, config.warm)
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes)]
     denied = lambda: metrics.errors.labels(code=grpc.StatusCode.UNAUTHENTICATED.name).inc()  # noqa: E731
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),
                          options=options, interceptors=[TokenAuth(config.token, denied)] if config.token else [])
-    models = backend.models(Path(config.model_repo) if config.model_repo else None)
-    servicer = PoolScorer(config, backend, SessionStore(config.max_sessions, config.session_ttl_s), metrics, models)
-    server.add_generic_rpc_handlers((_handlers(servicer), _oip_handlers(
-        InferenceServicer(backend, models, metrics, servicer_version()))))
+    models = ModelRepository(Path(config.model_repo) if config.model_repo else None, backend)
+    pipeline = Pipeline(backend, metrics)
+    sessions = SessionStore(config.max_sessions, config.session_ttl_s)
+    server.add_generic_rpc_handlers((
+        handlers.poolscorer(PoolScorer(config, backend, sessions, metrics, models, pipeline)),
+        handlers.inference(InferenceServicer(backend, models, pipeline, metrics, version()))))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
@@ -80,43 +86,7 @@ def build_server(config: ServeConfig) -> App:
     return App(server, port, metrics_port, backend, checker, models, http)
 
 
-def _handlers(s: PoolScorer) -> grpc.GenericRpcHandler:
-    """The generated table, but tensor-carrying requests are read by wire.py (zero-copy)."""
-    out = lambda m: m.SerializeToString()  # noqa: E731
-    return grpc.method_handlers_generic_handler(SERVICE, {
-        "ScorePool": grpc.stream_unary_rpc_method_handler(s.ScorePool, wire.score_request, out),
-        "Score": grpc.stream_stream_rpc_method_handler(s.Score, wire.score_request, out),
-        "ScoreBatch": grpc.unary_unary_rpc_method_handler(s.ScoreBatch, wire.score_batch_request, out),
-        "CreateSession": grpc.unary_unary_rpc_method_handler(s.CreateSession, pb.CreateSessionRequest.FromString, out),
-        "GetSession": grpc.unary_unary_rpc_method_handler(s.GetSession, pb.SessionRef.FromString, out),
-        "GetTopK": grpc.unary_unary_rpc_method_handler(s.GetTopK, pb.SessionRef.FromString, out),
-        "DeleteSession": grpc.unary_unary_rpc_method_handler(s.DeleteSession, pb.SessionRef.FromString, out),
-        "ServerInfo": grpc.unary_unary_rpc_method_handler(s.ServerInfo, pb.ServerInfoRequest.FromString, out),
-        "ReloadModels": grpc.unary_unary_rpc_method_handler(s.ReloadModels, pb.ReloadModelsRequest.FromString, out),
-    })
-
-
-def _oip_handlers(s: InferenceServicer) -> grpc.GenericRpcHandler:
-    out = lambda m: m.SerializeToString()  # noqa: E731
-    calls = {"ServerLive": oip.ServerLiveRequest, "ServerReady": oip.ServerReadyRequest,
-             "ModelReady": oip.ModelReadyRequest, "ServerMetadata": oip.ServerMetadataRequest,
-             "ModelMetadata": oip.ModelMetadataRequest, "ModelInfer": oip.ModelInferRequest}
-    return grpc.method_handlers_generic_handler(OIP_SERVICE, {
-        name: grpc.unary_unary_rpc_method_handler(getattr(s, name), req.FromString, out) for name, req in calls.items()})
-
-
-def _backend(config: ServeConfig, metrics: Metrics):
-    """The scoring backend; each is imported only when chosen (onnx: torch is never loaded)."""
-    if config.backend == "onnx":
-        from poolscore.server.onnx_backend import OnnxBackend
-        return OnnxBackend(config.device, threads=config.threads)
-    if config.backend == "torch":
-        from poolscore.server.torch_backend import TorchBackend
-        return TorchBackend(config.device, config.compile, on_compiled=metrics.compiled.set, threads=config.threads)
-    raise ValueError(f"--backend must be torch or onnx, got {config.backend!r}")
-
-
-def _warm(backend, names: str) -> None:
+def _warm(backend: Backend, names: str) -> None:
     chosen = list(STRATEGIES) if names == "all" else [n for n in names.split(",") if n]
     unknown = [n for n in chosen if n not in STRATEGIES]
     if unknown:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-from poolscore.server.scoring import Scorer
+from poolscore.server.backends.torch.scorer import Scorer
 
 settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True, derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

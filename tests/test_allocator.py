@@ -5,7 +5,7 @@ import platform
 
 import pytest
 
-from poolscore.server.allocator import keep_freed_memory
+from poolscore.server.runtime.allocator import keep_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's thresholds are glibc's")

@@ -60,7 +60,7 @@ def test_denied_calls_are_counted_by_code(guarded) -> None:
 
 
 def test_the_cli_reads_the_token_from_the_environment(guarded) -> None:
-    cli = [sys.executable, "-m", "poolscore.server.cli", "info", "--target", guarded.target]
+    cli = [sys.executable, "-m", "poolscore.client.cli", "info", "--target", guarded.target]
     env = {k: v for k, v in os.environ.items() if k != "POOLSCORE_TOKEN"}
     ok = subprocess.run(cli, capture_output=True, text=True, timeout=120, env={**env, "POOLSCORE_TOKEN": TOKEN})
     assert ok.returncode == 0 and "limits:" in ok.stdout

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 import make_pool  # noqa: E402  (the documented generator of example pools)
 
-POOLSCORE = [sys.executable, "-m", "poolscore.server.cli"]
+POOLSCORE = [sys.executable, "-m", "poolscore.client.cli"]
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -111,7 +111,8 @@ def test_export_scorer_writes_a_graph_that_scores_like_the_kernel(tmp_path: Path
     import onnxruntime as ort
     import torch
 
-    from poolscore.server.scoring import ScoreOptions, Scorer
+    from poolscore.server.backends.torch.scorer import Scorer
+    from poolscore.server.strategies import ScoreOptions
 
     out = tmp_path / "margin.onnx"
     res = run("export-scorer", "--strategy", "entropy", "--classes", "7", "--base", "2", "-o", str(out))
@@ -127,7 +128,7 @@ def test_fuse_scorer_appends_scores_to_a_model(tmp_path: Path) -> None:
     import torch
 
     import modelzoo
-    from poolscore.server.scoring import Scorer
+    from poolscore.server.backends.torch.scorer import Scorer
 
     net = modelzoo.train(0, steps=5)
     modelzoo.write_onnx(net, tmp_path / "model.onnx", mc=False)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import reference as ref
-from poolscore.server.scoring.columns import COLUMN_KERNELS
-from poolscore.server.scoring.kernels import KERNELS
-from poolscore.server.scoring.relayout import rows_inner
+from poolscore.server.backends.torch.columns import COLUMN_KERNELS
+from poolscore.server.backends.torch.kernels import KERNELS
+from poolscore.server.backends.torch.relayout import rows_inner
 
 INV_T = torch.tensor(1.0, dtype=torch.float64)
 

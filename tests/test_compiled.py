@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from poolscore.server.scoring import ScoreOptions, Scorer, strategy_named
-from poolscore.server.scoring.compiled import key_of
-from poolscore.server.scoring.kernels import KERNELS
+from poolscore.server.backends.torch.scorer import Scorer
+from poolscore.server.strategies import ScoreOptions, strategy_named
+from poolscore.server.backends.torch.compiled import key_of
+from poolscore.server.backends.torch.kernels import KERNELS
 
 pytestmark = pytest.mark.compiled
 COMPILED = ["entropy", "margin", "bald"]  # a reduction, a topk, a sample axis: ~5-20 s each
@@ -104,7 +105,7 @@ def test_close_while_sync_requests_wait_lets_them_finish_with_the_code_at_hand()
 
 
 def test_sync_mode_scores_a_new_class_count_with_its_own_compilations_at_once() -> None:
-    from poolscore.server.scoring.relayout import RowsInnerKernel
+    from poolscore.server.backends.torch.relayout import RowsInnerKernel
     s = Scorer("cpu", compile="sync")
     try:
         x = torch.from_numpy(np.random.default_rng(8).normal(size=(500, 5)).astype(np.float32))
@@ -120,7 +121,7 @@ def test_sync_mode_scores_a_new_class_count_with_its_own_compilations_at_once() 
 
 def test_few_classes_run_rows_inner_on_the_cpu_with_the_same_scores(compiled_scorer: Scorer, scorer: Scorer) -> None:
     """C ≤ 16 goes through the relayout on the CPU; a NaN still names its row there."""
-    from poolscore.server.scoring.relayout import RowsInnerKernel
+    from poolscore.server.backends.torch.relayout import RowsInnerKernel
     x = torch.from_numpy(np.random.default_rng(5).normal(size=(4099, 3)).astype(np.float16))
     x = x.to(compiled_scorer.device)
     compiled_scorer.kernels.warm([strategy_named("entropy")], "logits", torch.float16, x.device, classes=3)
@@ -142,7 +143,7 @@ def test_few_classes_run_rows_inner_on_the_cpu_with_the_same_scores(compiled_sco
 
 
 def test_a_batch_larger_than_the_cache_block_is_scored_in_blocks_alike(compiled_scorer: Scorer, scorer: Scorer) -> None:
-    from poolscore.server.scoring.relayout import CHUNK_BYTES_PER_THREAD
+    from poolscore.server.backends.torch.relayout import CHUNK_BYTES_PER_THREAD
     rows = 3 * CHUNK_BYTES_PER_THREAD * torch.get_num_threads() // 40 + 7  # three blocks and a bit, at C = 10
     x = torch.from_numpy(np.random.default_rng(6).normal(size=(rows, 10)).astype(np.float32) * 4)
     x = x.to(compiled_scorer.device)

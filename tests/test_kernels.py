@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, strategies as st
 
 import reference as ref
-from poolscore.server.scoring import STRATEGIES, ScoreOptions, Scorer
+from poolscore.server.backends.torch.scorer import Scorer
+from poolscore.server.strategies import STRATEGIES, ScoreOptions
 
 PROBS = ScoreOptions(input_kind="probabilities")
 

@@ -14,7 +14,8 @@ import modelzoo
 from poolscore.client import BadBatch, Client
 from poolscore.server.app import build_server
 from poolscore.server.config import ServeConfig
-from poolscore.server.scoring import ScoreOptions, Scorer
+from poolscore.server.backends.torch.scorer import Scorer
+from poolscore.server.strategies import ScoreOptions
 
 HERE = Path(__file__).resolve().parent
 

@@ -13,17 +13,21 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from poolscore.server.errors import BadInput
-from poolscore.server.onnx_scorer import GRAPHS, STRATEGIES, OnnxScorer, first_bad_row, fuse, scorer_graph
-from poolscore.server.scoring import STRATEGIES as TORCH_STRATEGIES
-from poolscore.server.scoring import ScoreOptions, Scorer
-from poolscore.server.scoring.hashing import random_scores
-from poolscore.server.scoring.kernels import KERNELS
+from poolscore.server.backends.onnx.fuse import fuse
+from poolscore.server.backends.onnx.graphs import GRAPHS, scorer_graph
+from poolscore.server.backends.onnx.scorer import OnnxScorer, first_bad_row
+from poolscore.server.strategies import STRATEGIES
+from poolscore.server.backends.torch.scorer import Scorer
+from poolscore.server.strategies import ScoreOptions
+from poolscore.server.backends.torch.hashing import random_scores
+from poolscore.server.backends.torch.kernels import KERNELS
 
 RTOL, ATOL = 1e-5, 1e-6
-LOGITS_ONLY = sorted(n for n, s in GRAPHS.items() if not s.embedding)  # every graph but expected_gradient_length
-POINTWISE = sorted(n for n, s in GRAPHS.items() if s.rank == 2 and not s.embedding)
-SAMPLED = sorted(n for n, s in GRAPHS.items() if s.rank == 3)
-ENTROPIC = sorted(n for n, s in GRAPHS.items() if s.entropic)
+_GRAPHED = {n: STRATEGIES[n] for n in GRAPHS}
+LOGITS_ONLY = sorted(n for n, s in _GRAPHED.items() if not s.needs_embedding)  # every graph but expected_gradient_length
+POINTWISE = sorted(n for n, s in _GRAPHED.items() if s.rank == 2 and not s.needs_embedding)
+SAMPLED = sorted(n for n, s in _GRAPHED.items() if s.rank == 3)
+ENTROPIC = sorted(n for n, s in _GRAPHED.items() if s.entropic)
 KINDS = ["logits", "probabilities", "log_probabilities"]
 
 
@@ -58,7 +62,7 @@ def onnx_scores(scorer: OnnxScorer, name: str, x: np.ndarray, emb: np.ndarray | 
 
 
 def logits(seed: int, name: str, n: int, c: int, scale: float = 3.0, t: int = 5) -> np.ndarray:
-    shape = (n, t, c) if GRAPHS[name].rank == 3 else (n, c)
+    shape = (n, t, c) if STRATEGIES[name].rank == 3 else (n, c)
     return (np.random.default_rng(seed).normal(size=shape) * scale).astype(np.float32)
 
 
@@ -77,12 +81,13 @@ def egl_exact(z: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 # --- the same scores as the torch kernels ------------------------------------------------------
 
-def test_every_strategy_of_the_registry_has_a_graph() -> None:
-    assert set(STRATEGIES) == set(TORCH_STRATEGIES)
-    assert set(GRAPHS) == {n for n, s in TORCH_STRATEGIES.items() if not s.scores_ids}
-    for name, spec in GRAPHS.items():
-        t = TORCH_STRATEGIES[name]
-        assert (spec.rank, spec.entropic, spec.embedding, spec.min_classes) == (t.rank, t.entropic, t.needs_embedding, t.min_classes)
+def test_every_strategy_of_the_registry_has_a_graph_and_a_kernel_keyed_by_its_name() -> None:
+    assert set(GRAPHS) == set(KERNELS) == {n for n, s in STRATEGIES.items() if not s.scores_ids}
+    for name, s in STRATEGIES.items():  # what each graph takes is the registry's
+        graph = scorer_graph(name)
+        inputs = {i.name: len(i.type.tensor_type.shape.dim) for i in graph.graph.input}
+        assert inputs == ({"ids": 1, "seed": 0} if s.scores_ids else
+                          {"logits": s.rank} | ({"embedding": 2} if s.needs_embedding else {}))
 
 
 @pytest.mark.parametrize("n", [1, 257])
@@ -142,7 +147,7 @@ EXTREME = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [5.0, 5.0, 5.0], [30.0
 
 @pytest.mark.parametrize("name", LOGITS_ONLY)
 def test_extreme_equal_and_confident_rows_match_torch(torch_scorer, onnx_scorer, name: str) -> None:
-    x = EXTREME if GRAPHS[name].rank == 2 else np.stack([EXTREME, EXTREME[::-1], EXTREME[:, ::-1]], axis=1)
+    x = EXTREME if STRATEGIES[name].rank == 2 else np.stack([EXTREME, EXTREME[::-1], EXTREME[:, ::-1]], axis=1)
     got, want = onnx_scores(onnx_scorer, name, x), torch_scores(torch_scorer, name, x)
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-30 if name in POINTWISE else ATOL)
@@ -217,9 +222,9 @@ def _bad_rows(kind: str, rank: int) -> tuple[np.ndarray, list[int]]:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_bad_rows_give_nan_in_the_same_rows_as_torch(torch_scorer, onnx_scorer, name: str, kind: str) -> None:
-    x, rows = _bad_rows(kind, GRAPHS[name].rank)
+    x, rows = _bad_rows(kind, STRATEGIES[name].rank)
     h = None
-    if GRAPHS[name].embedding:
+    if STRATEGIES[name].needs_embedding:
         h = np.ones((10, 4), np.float32)
         h[7, 2], h[9, 0] = np.nan, -np.inf
         rows = sorted(rows + [7, 9])
@@ -233,7 +238,7 @@ def test_bad_rows_give_nan_in_the_same_rows_as_torch(torch_scorer, onnx_scorer, 
         torch_scores(torch_scorer, name, x, h, input_kind=kind)
     assert err.value.row == first_bad_row(got) == rows[0]
     good = [r for r in range(10) if r not in rows]
-    if not GRAPHS[name].embedding:  # (expected_gradient_length: see its own tests)
+    if not STRATEGIES[name].needs_embedding:  # (expected_gradient_length: see its own tests)
         np.testing.assert_allclose(got[good], raw.numpy()[good], rtol=RTOL, atol=ATOL)
 
 
@@ -277,7 +282,7 @@ def test_sessions_are_cached_per_strategy_options_and_classes() -> None:
 
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_graph_inputs_and_outputs(name: str) -> None:
-    spec = GRAPHS[name]
+    spec = STRATEGIES[name]
     model = scorer_graph(name, classes=10, samples=4 if spec.rank == 3 else None)
     onnx.checker.check_model(model, full_check=True)
     x, out = model.graph.input[0], model.graph.output[0]
@@ -286,7 +291,7 @@ def test_graph_inputs_and_outputs(name: str) -> None:
     assert dims == (["N", 4, 10] if spec.rank == 3 else ["N", 10])
     assert (out.name, out.type.tensor_type.elem_type) == ("scores", TensorProto.FLOAT)
     assert [d.dim_param for d in out.type.tensor_type.shape.dim] == ["N"]
-    assert [i.name for i in model.graph.input] == ["logits"] + (["embedding"] if spec.embedding else [])
+    assert [i.name for i in model.graph.input] == ["logits"] + (["embedding"] if spec.needs_embedding else [])
     assert not any(n.domain for n in model.graph.node)  # standard ops only
 
 
@@ -296,7 +301,7 @@ def test_other_opsets_give_the_same_scores(name: str, opset: int) -> None:
     """From opset 18 ReduceMax/Mean/L2 take their axes as an input: the other code path."""
     x = logits(2, name, 33, 6)
     feeds = {"logits": x}
-    if GRAPHS[name].embedding:
+    if STRATEGIES[name].needs_embedding:
         feeds["embedding"] = np.random.default_rng(1).normal(size=(33, 5)).astype(np.float32)
     other = scorer_graph(name, input_kind="log_probabilities", opset=opset)
     assert other.opset_import[0].version == opset
@@ -352,10 +357,10 @@ def test_fused_model_scores_as_model_then_scorer(torch_scorer, name: str, opset:
     assert [i.name for i in fused.graph.input] == ["x"] and fused.opset_import[0].version == opset
     embedding, scores = run(fused, x=X)
     logits_, embedding_ = run(model, x=X)
-    feeds = {"logits": logits_} | ({"embedding": embedding_} if GRAPHS[name].embedding else {})
+    feeds = {"logits": logits_} | ({"embedding": embedding_} if STRATEGIES[name].needs_embedding else {})
     np.testing.assert_array_equal(embedding, embedding_)
     np.testing.assert_allclose(scores, run(scorer, **feeds)[0], rtol=1e-6, atol=0)
-    if not GRAPHS[name].embedding:
+    if not STRATEGIES[name].needs_embedding:
         np.testing.assert_allclose(scores, torch_scores(torch_scorer, name, logits_, temperature=0.5), rtol=RTOL, atol=ATOL)
 
 
@@ -396,7 +401,9 @@ def test_the_onnx_scorer_imports_no_torch() -> None:
     code = """
 import sys
 import numpy as np
-from poolscore.server.onnx_scorer import OnnxScorer, fuse, scorer_graph
+from poolscore.server.backends.onnx.fuse import fuse
+from poolscore.server.backends.onnx.graphs import scorer_graph
+from poolscore.server.backends.onnx.scorer import OnnxScorer
 scores = OnnxScorer().score("bald", np.zeros((2, 3, 4), np.float32))
 assert scores.shape == (2,), scores
 assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))

@@ -35,7 +35,8 @@ from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from poolscore.server.scoring import STRATEGIES, Scorer, ScoreOptions
+from poolscore.server.backends.torch.scorer import Scorer
+from poolscore.server.strategies import STRATEGIES, ScoreOptions
 
 Peer = Callable[[np.ndarray], np.ndarray]  # float64 probabilities in poolscore's layout → [N] scores
 TOL = {np.float32: (1e-4, 1e-6), np.float64: (1e-9, 1e-12)}  # (rtol, atol)

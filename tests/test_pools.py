@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from poolscore.client import Client, TopK
 from poolscore.client.pools import count_rows
-from poolscore.server import results
+from poolscore.client import results
 
 
 def _table(rows: int) -> pa.Table:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from poolscore.server.readahead import read_ahead
+from poolscore.server.transport.readahead import read_ahead
 
 
 def _pumps() -> list[threading.Thread]:

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from poolscore.server.threads import scoring_threads
+from poolscore.server.runtime.threads import scoring_threads
 
 
 def test_an_asked_count_is_kept() -> None:
@@ -39,7 +39,7 @@ def test_default_follows_the_cpu_set_not_the_host() -> None:
     ({"cpu,cpuacct/cpu.cfs_quota_us": "300000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 3.0),
 ])
 def test_a_containers_cpu_quota_is_read_from_cgroup_v1_or_v2(tmp_path, files: dict, cpus) -> None:
-    from poolscore.server.threads import cpu_quota
+    from poolscore.server.runtime.threads import cpu_quota
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
@@ -47,7 +47,7 @@ def test_a_containers_cpu_quota_is_read_from_cgroup_v1_or_v2(tmp_path, files: di
 
 
 def test_a_quota_on_the_processs_own_v2_cgroup_or_a_parent_counts(tmp_path) -> None:
-    from poolscore.server.threads import cpu_quota
+    from poolscore.server.runtime.threads import cpu_quota
     (tmp_path / "cpu.max").write_text("max 100000\n")
     unit = tmp_path / "system.slice" / "poolscore.service"
     unit.mkdir(parents=True)
@@ -60,7 +60,7 @@ def test_a_quota_on_the_processs_own_v2_cgroup_or_a_parent_counts(tmp_path) -> N
 
 
 def test_a_cpu_limit_caps_the_default(tmp_path) -> None:
-    from poolscore.server.threads import usable_cores
+    from poolscore.server.runtime.threads import usable_cores
     (tmp_path / "cpu.max").write_text("100000 100000\n")  # a 1-CPU limit on a host of many cores
     assert usable_cores(tmp_path) == 1 and scoring_threads(0, tmp_path) == 1
     (tmp_path / "cpu.max").write_text("max 100000\n")

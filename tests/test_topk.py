@@ -6,8 +6,8 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from poolscore.server.topk import TopK
-from poolscore.server.topk_numpy import NumpyTopK
+from poolscore.server.topk.torch_topk import TorchTopK as TopK
+from poolscore.server.topk.numpy_topk import NumpyTopK
 
 
 def stream(scores: np.ndarray, ids: np.ndarray, k: int, cuts: list[int], numpy: bool = False):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from poolscore.server.errors import BadInput, UnknownStrategy
-from poolscore.server.scoring import ScoreOptions, Scorer
+from poolscore.server.backends.torch.scorer import Scorer
+from poolscore.server.strategies import ScoreOptions
 
 
 def logits(rng: np.random.Generator, *shape: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 from poolscore.client import Batch
 from poolscore.client import wire as client_wire
 from poolscore.client.tensors import decode as decode_tensor, fill
-from poolscore.server import wire as server_wire
+from poolscore.server.transport import wire as server_wire
 from poolscore.v1 import scoring_pb2 as pb
 
 shapes = st.lists(st.integers(0, 5), min_size=1, max_size=3)
@@ -35,17 +35,17 @@ def test_server_reads_protobuf_bytes_without_copying_tensors(shape: list[int], s
     data = msg.SerializeToString()
     parsed = server_wire.score_request(data)
     assert (parsed.session_id, parsed.seq, list(parsed.keys), parsed.k, parsed.strategy.name) == ("abc", seq, ["a", "b"], 3, "bald")
-    logits = parsed.tensor("logits")
-    assert (logits.dtype, logits.shape, bytes(logits.data)) == (pb.FP32, tuple(shape), msg.logits.data)
+    logits = parsed.batch.tensor("logits")
+    assert (logits.dtype, logits.shape, bytes(logits.data)) == ("FP32", tuple(shape), msg.logits.data)
     assert logits.data.obj is data or not logits.data.nbytes  # a view of the received buffer, not a copy
-    assert parsed.tensor("ids") is None and parsed.tensor("embedding").shape == (2, 2)
+    assert parsed.batch.tensor("ids") is None and parsed.batch.tensor("embedding").shape == (2, 2)
 
 
 def test_unpacked_repeated_shape_is_read_too() -> None:
     # Tensor{dtype: FP32, shape: 2 then 3 as two unpacked varints, data: 24 bytes} in field 5
     tensor = b"\x08\x03" + b"\x10\x02" + b"\x10\x03" + b"\x1a\x18" + bytes(24)
     parsed = server_wire.score_request(b"\x2a" + bytes([len(tensor)]) + tensor)
-    assert parsed.tensor("logits").shape == (2, 3)
+    assert parsed.batch.tensor("logits").shape == (2, 3)
 
 
 @pytest.mark.parametrize("garbage", [b"\x2a\x7f\x00", b"\x08\xff\xff\xff", b"\x0f"])

@@ -1,0 +1,129 @@
+"""`poolscore`: score a pool file, info — and, with the server extra, serve, export-scorer, fuse-scorer.
+
+The console script lives in the client, so that a client-only install (`pip install
+poolscore`) scores against a running server (`--target`) and prints `info`. The server is
+imported only for its own commands, or for an embedded server when `score` has no --target."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from poolscore.client.errors import PoolscoreError
+
+SERVER_COMMANDS = {"serve": "run the gRPC server and /metrics",
+                   "export-scorer": "write a strategy's kernel as an ONNX graph (logits in, scores out)",
+                   "fuse-scorer": "append a scorer graph to an ONNX model's logits output"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SERVER_COMMANDS:
+        try:
+            from poolscore.server.cli import main as server_main
+        except ImportError as err:  # a client-only install: say how to get the server
+            print(f"poolscore {argv[0]}: {err}", file=sys.stderr)
+            return 2
+        return server_main(argv)
+    parser = argparse.ArgumentParser(prog="poolscore", description="Active-learning pool scoring service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _score_flags(sub.add_parser("score", help="score a pool file and print or write its top-K"))
+    info = sub.add_parser("info", help="print a server's version, device, strategies, models and limits")
+    info.add_argument("--target", required=True, help="host:port of a running server")
+    _token_flag(info)
+    for name, text in SERVER_COMMANDS.items():  # listed here, parsed by the server's cli
+        sub.add_parser(name, help=f"{text} (needs the server extra)")
+    args = parser.parse_args(argv)
+    try:
+        return {"score": _score, "info": _info}[args.command](args)
+    except (FileNotFoundError, ValueError, OSError, PoolscoreError) as err:  # the message says it all
+        print(f"poolscore {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+def _score_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pool", type=Path, help="a .npy, .npz, .parquet or .arrow pool file")
+    p.add_argument("--strategy", default="entropy")
+    p.add_argument("-k", "--k", type=int, default=100, help="how many items to select (default 100)")
+    p.add_argument("--target", help="host:port of a server; without it an embedded one runs on loopback")
+    _token_flag(p)
+    p.add_argument("--out", type=Path, help="write the top-K to .csv, .jsonl or .parquet instead of a table")
+    p.add_argument("--input-kind", default="logits", choices=["logits", "probabilities", "log_probabilities"])
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--base", type=float, default=0.0, help="log base of entropies (2: bits; default e)")
+    p.add_argument("--normalized", action="store_true", help="entropies ÷ log C")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random strategy")
+    p.add_argument("--logits-column", default="logits")
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--embedding-column", default="embedding")
+    p.add_argument("--device", default="auto", help="embedded server's device (auto, cpu, cuda)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _token_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", default=os.environ.get("POOLSCORE_TOKEN") or None,
+                   help="the server's bearer token (env POOLSCORE_TOKEN)")
+
+
+def _score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from poolscore.client import Client, results
+    from poolscore.client.pools import count_rows
+
+    if not args.pool.exists():
+        raise FileNotFoundError(f"pool file {args.pool} does not exist")
+    options = dict(input_kind=args.input_kind, temperature=args.temperature, base=args.base,
+                   normalized=args.normalized, seed=args.seed)
+    columns = dict(logits_column=args.logits_column, id_column=args.id_column, embedding_column=args.embedding_column)
+    rows = count_rows(args.pool, args.logits_column)
+    bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=args.pool.name,
+               disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
+    with _target(args, rows) as target, Client(target, token=args.token if args.target else None) as client, bar:
+        client.wait_ready(timeout=60)
+        top = client.score_pool(str(args.pool), args.strategy, args.k, progress=bar.update, columns=columns, **options)
+    if args.out:
+        results.write(top, args.out)
+        print(f"wrote the top {len(top)} of {top.items} items to {args.out}", file=sys.stderr)
+    else:
+        print(results.table(top))
+    return 0
+
+
+@contextlib.contextmanager
+def _target(args: argparse.Namespace, rows: int | None = None) -> Iterator[str]:
+    """The server to call: --target, or an embedded one on a free loopback port for this run."""
+    if args.target:
+        yield args.target
+        return
+    try:
+        from poolscore.server.embedded import embedded_server
+    except ImportError as err:
+        raise ValueError(f"no --target given, and an embedded server needs the server extra ({err})") from None
+    with embedded_server(args.strategy, args.device, rows) as target:
+        yield target
+
+
+def _info(args: argparse.Namespace) -> int:
+    from poolscore.client import Client
+
+    with Client(args.target, timeout=10, token=args.token) as client:
+        info = client.info()
+    print(f"poolscore {info.version} on {info.device}")
+    print(f"limits: k ≤ {info.limits.max_k}, {info.limits.max_sessions} sessions, "
+          f"messages ≤ {info.limits.max_message_bytes} bytes")
+    for s in info.strategies:
+        print(f"  {s.name:<26} {s.input_shape:<10} {s.summary}")
+    for m in info.models:
+        print(f"model {m.name} ({m.platform}): input {m.input.name or '?'} {list(m.input.shape)}, "
+              f"default {m.default_strategy}{', MC dropout' if m.mc_dropout else ''}")
+    for name, error in info.model_errors.items():
+        print(f"model {name} NOT SERVED: {error}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

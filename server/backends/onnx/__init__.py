@@ -1,0 +1,1 @@
+"""The ONNX backend: scorer graphs (built by hand, no torch) run by onnxruntime."""

@@ -1,0 +1,104 @@
+"""The `--backend onnx` scorer: the registry's graphs run by onnxruntime, one session each.
+
+No torch import here or in graphs.py (numpy, onnx and onnxruntime only). The ONNX backend
+computes in float32 whatever the input's float dtype (torch keeps float64 in float64), and it
+reports a bad row the way the torch kernels do: a NaN score in that row, for the caller to name.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Mapping
+
+import numpy as np
+import onnxruntime as ort
+
+from poolscore.server.backends.onnx.graphs import scorer_graph
+from poolscore.server.strategies import STRATEGIES, ScoreOptions, options_from
+
+
+def default_providers() -> list[str]:
+    """CUDA first when this onnxruntime has it, then the CPU."""
+    cuda = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in ort.get_available_providers() else []
+    return cuda + ["CPUExecutionProvider"]
+
+
+def first_bad_row(scores: np.ndarray) -> int | None:
+    """The first row whose score is not finite (NaN marks a NaN/Inf input row), or None."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    return int(bad[0]) if bad.size else None
+
+
+def _options(options: Mapping[str, Any] | ScoreOptions | None) -> ScoreOptions:
+    """ScoreOptions as given, or parsed from a mapping of option names (missing: the defaults)."""
+    return options if isinstance(options, ScoreOptions) else options_from(options or {})
+
+
+class OnnxScorer:
+    """Scores batches with onnxruntime: one cached session per (strategy, options, rank, classes)."""
+
+    def __init__(self, providers: list[str] | None = None, *, opset: int = 17,
+                 intra_op_threads: int | None = None) -> None:
+        self.providers = providers or default_providers()
+        self.opset = opset
+        self._session_options = ort.SessionOptions()
+        if intra_op_threads:
+            self._session_options.intra_op_num_threads = intra_op_threads
+        self._sessions: dict[tuple, ort.InferenceSession] = {}
+        self._lock = threading.Lock()
+
+    def session(self, strategy: str, *, classes: int | None = None,
+                options: Mapping[str, Any] | ScoreOptions | None = None) -> ort.InferenceSession:
+        """The cached session of this strategy's graph; options that do not apply stay out of the key."""
+        o = _options(options)
+        kind, temperature, base, normalized = o.input_kind.value, o.temperature, o.base, o.normalized
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy: unknown {strategy!r}; known: {', '.join(sorted(STRATEGIES))}")
+        spec = STRATEGIES[strategy]
+        if spec.scores_ids:  # random: ids and seed are inputs, no options apply
+            kind, temperature, base, normalized, classes = "logits", 1.0, math.e, False, None
+        elif not spec.entropic or normalized:
+            base, normalized = math.e, normalized and spec.entropic
+        key = (strategy, kind, temperature, base, normalized, spec.rank, classes)
+        with self._lock:
+            found = self._sessions.get(key)
+            if found is None:
+                graph = scorer_graph(strategy, classes=classes, input_kind=kind, temperature=temperature,
+                                     base=base, normalized=normalized, opset=self.opset)
+                found = ort.InferenceSession(graph.SerializeToString(), sess_options=self._session_options,
+                                             providers=self.providers)
+                self._sessions[key] = found
+            return found
+
+    def score(self, strategy: str, x: np.ndarray, *, embedding: np.ndarray | None = None,
+              options: Mapping[str, Any] | ScoreOptions | None = None) -> np.ndarray:
+        """Scores [N]: float32, NaN in rows of invalid input. For `random`, x is the int64 ids
+        and the scores are float64 (as the torch backend). float16/float64 input is scored in float32."""
+        if strategy == "random":
+            ids = np.ascontiguousarray(x, dtype=np.int64).reshape(-1)
+            seed = np.array(_options(options).seed, np.int64)
+            return self.session("random").run(["scores"], {"ids": ids, "seed": seed})[0]
+        spec = STRATEGIES.get(strategy)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if spec is not None and x.ndim != spec.rank:
+            raise ValueError(f"{strategy} needs a rank-{spec.rank} input, got shape {list(x.shape)}")
+        if any(n == 0 for n in x.shape[1:]):
+            raise ValueError(f"empty axis in shape {list(x.shape)}")
+        session = self.session(strategy, classes=x.shape[-1], options=options)
+        if x.shape[0] == 0:
+            return np.empty(0, np.float32)
+        feeds = {"logits": x}
+        if spec.needs_embedding:
+            if embedding is None or np.ndim(embedding) != 2 or len(embedding) != len(x):
+                raise ValueError(f"{strategy} needs an embedding [{len(x)}, D]")
+            feeds["embedding"] = np.ascontiguousarray(embedding, dtype=np.float32)
+        return session.run(["scores"], feeds)[0]
+
+    @property
+    def cached(self) -> int:
+        """How many sessions are cached."""
+        return len(self._sessions)
+
+    def close(self) -> None:
+        with self._lock:
+            self._sessions.clear()

@@ -1,0 +1,1 @@
+"""The torch backend: fused kernels (compiled by inductor), the CPU/CUDA device, model runners."""

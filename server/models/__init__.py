@@ -1,0 +1,1 @@
+"""Hosted models: the repository (one folder per model), models and committees, feeds."""

@@ -1,0 +1,74 @@
+"""One batch through the data flow: decode → validate → [model] → kernel → candidates.
+
+Transport-free: a transport hands over an ingest.Batch (raw tensors and keys), whichever
+protocol it speaks (PoolScorer, the Open Inference Protocol), and gets back a Scored. No
+grpc or protobuf here. Raises BadInput (or UnknownStrategy) before anything is committed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from poolscore.server.backends.base import Array, Backend
+from poolscore.server.errors import BadInput
+from poolscore.server.ingest.tensors import Batch, check_ids, rows_of
+from poolscore.server.metrics import Metrics
+from poolscore.server.models.feed import Feed
+from poolscore.server.strategies import Spec
+
+
+@dataclass(frozen=True)
+class Scored:
+    scores: Array  # [N] on the backend's device
+    ids: Array  # [N] int64: the sent ids, or row numbers (which stand in for string keys)
+    keys: list[str] | None  # string ids, aligned with ids
+    rows: int
+    nbytes: int  # tensor bytes received
+    logits: Array | None = None  # what was scored, when a model made it from raw inputs
+    embedding: Array | None = None
+
+
+class Pipeline:
+    def __init__(self, backend: Backend, metrics: Metrics) -> None:
+        self.backend, self.metrics = backend, metrics
+
+    def score(self, spec: Spec, batch: Batch, *, seq: int | None = 0, first_row: int = 0,
+              feed: Feed | None = None) -> Scored:
+        """Score one batch; an error names it as batch `seq` (unless None) from row `first_row` of the stream."""
+        try:
+            with self.metrics.kernel_seconds.labels(spec.strategy.name).time():
+                scored = self._score(spec, batch, first_row, feed)
+        except BadInput as err:
+            if seq is None:
+                raise
+            raise err.in_batch(seq, first_row) from None
+        self.metrics.scored(spec.strategy.name, self.backend.device_type, scored.rows, scored.nbytes)
+        return scored
+
+    def _score(self, spec: Spec, batch: Batch, first_row: int, feed: Feed | None) -> Scored:
+        keys = list(batch.keys)
+        x, emb, sent_ids, inputs = (self._view(batch, name) for name in ("logits", "embedding", "ids", "inputs"))
+        ran_model = inputs is not None
+        if ran_model:
+            x, emb = _through_model(feed, x, emb, inputs)
+        rows = rows_of(x, sent_ids, keys)
+        if keys and sent_ids is not None:
+            raise BadInput("keys", "send ids or keys, not both")
+        if keys and len(keys) != rows:
+            raise BadInput("keys", f"{len(keys)} keys for {rows} rows")
+        if sent_ids is not None:
+            check_ids(sent_ids, rows)
+        ids = sent_ids if sent_ids is not None else self.backend.arange(first_row, rows)  # keys: the row number stands in
+        scores = self.backend.score(spec.strategy, x, embedding=emb, ids=ids, options=spec.options)
+        return Scored(scores, ids, keys or None, rows, batch.nbytes, *((x, emb) if ran_model else (None, None)))
+
+    def _view(self, batch: Batch, name: str) -> Array | None:
+        raw = batch.tensor(name)
+        return None if raw is None else self.backend.view(raw, name)
+
+
+def _through_model(feed: Feed | None, x: Array | None, emb: Array | None, inputs: Array) -> tuple[Array, Array | None]:
+    if feed is None:
+        raise BadInput("inputs", "raw inputs need a model: name it in CreateSession or the first message")
+    if x is not None:
+        raise BadInput("inputs", "send logits or inputs, not both")
+    logits, model_emb = feed.model.forward(inputs, feed.samples, feed.seed)
+    return logits, emb if emb is not None else model_emb

@@ -1,0 +1,82 @@
+"""A scoring session: its committed state as one immutable value, swapped in per batch.
+
+A batch is scored and merged outside any lock, against the state it read; committing is a
+compare-and-swap under the session's lock, taken only if no other batch was committed in
+between. So GetTopK never waits behind a batch's kernels (or a model's forward), and a
+session is always exactly "all batches < next_seq"."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+from poolscore.server.backends.base import TopK
+from poolscore.server.errors import BadInput, SequenceGap
+from poolscore.server.models.feed import Feed
+from poolscore.server.pipeline import Scored
+from poolscore.server.strategies import Spec
+
+
+@dataclass(frozen=True)
+class State:
+    top: TopK
+    next_seq: int = 0
+    items: int = 0
+    keyed: bool | None = None  # set by the first batch of rows: string keys or int64 ids, never both
+    keys: Mapping[int, str] = field(default_factory=dict)  # surrogate id → key, for the ids `top` holds
+
+    def after(self, seq: int, scored: Scored) -> "State":
+        """The state once `scored` (batch `seq`, scored from row `items`) is committed; self stays."""
+        if scored.rows:  # a batch of no rows carries neither keys nor ids: it fits either kind of session
+            self._check_keys(scored.keys is not None, seq)
+        top = self.top.merged(scored.scores, scored.ids)
+        keys = self.keys
+        if scored.keys is not None and top is not self.top:
+            first = self.items
+            keys = {i: self.keys[i] if i < first else scored.keys[i - first]
+                    for i in top.held_ids().tolist()}  # ≤ 2K entries, once per batch that changed the top
+        keyed = (scored.keys is not None) if scored.rows else self.keyed
+        return replace(self, top=top, next_seq=seq + 1, items=self.items + scored.rows, keyed=keyed, keys=keys)
+
+    def is_new(self, seq: int, session_id: str) -> bool:
+        """True when `seq` is the next batch; False when it is committed (ack again, score nothing)."""
+        if seq < 0:
+            raise BadInput("seq", f"must be ≥ 0, got {seq}")
+        if seq > self.next_seq:
+            raise SequenceGap(session_id, self.next_seq, seq)
+        return seq == self.next_seq
+
+    def _check_keys(self, keyed: bool, seq: int) -> None:
+        if self.keyed is not None and keyed != self.keyed:
+            sent, then = ("keys", "ids") if keyed else ("ids", "keys")
+            raise BadInput("keys", f"batch {seq} sends {sent} but the session's first batch sent {then}")
+
+
+@dataclass
+class Session:
+    id: str
+    spec: Spec
+    state: State  # replaced whole, never changed in place: one read is a consistent snapshot
+    feed: Feed | None = None  # the hosted model, when batches carry raw inputs
+    used: float = field(default_factory=time.monotonic)  # the idle clock (the store's TTL)
+    # Guards only the swap of `state` in commit(); never held while scoring, nor while
+    # taking the store's lock (lock order: the store's, then a session's).
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def k(self) -> int:
+        return self.state.top.k
+
+    def commit(self, read: State, new: State) -> bool:
+        """Swap in `new` if the state is still the one it was computed from; False if another
+        batch was committed meanwhile (the caller then acks from the state that won)."""
+        with self.lock:
+            if self.state is not read:
+                return False
+            self.state, self.used = new, time.monotonic()
+            return True
+
+    def describe(self) -> str:
+        text = f"{self.spec.describe()}, k={self.k}"
+        return text + (f", {self.feed.describe()}" if self.feed else "")

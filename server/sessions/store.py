@@ -1,0 +1,79 @@
+"""SessionStore: the sessions by id, with the limits (count, idle TTL) and expiry.
+
+Lock order: the store's lock, then a session's; never the other way round."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from poolscore.server.backends.base import TopK
+from poolscore.server.errors import OverLimit, SessionConflict, SessionNotFound
+from poolscore.server.models.feed import Feed
+from poolscore.server.sessions.session import Session, State
+from poolscore.server.strategies import Spec
+
+
+class SessionStore:
+    def __init__(self, max_sessions: int, ttl_s: float) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()  # guards _sessions and each session's `used`; held for dict work only
+        self.max_sessions, self.ttl_s = max_sessions, ttl_s
+
+    def create(self, spec: Spec, top: TopK, session_id: str = "", feed: Feed | None = None) -> Session:
+        with self._lock:
+            self._expire()
+            if session_id and session_id in self._sessions:  # a retried create, or a reopen
+                return _same(self._sessions[session_id], Session(session_id, spec, State(top), feed))
+            if len(self._sessions) >= self.max_sessions:
+                raise OverLimit(f"sessions: all {self.max_sessions} in use; delete finished ones")
+            session = Session(session_id or uuid.uuid4().hex, spec, State(top), feed=feed)
+            self._sessions[session.id] = session
+            return session
+
+    def get(self, session_id: str) -> Session:
+        """The session, its idle clock restarted; NOT_FOUND once it has been idle past the TTL."""
+        now = time.monotonic()
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is not None and self._idle(session, now):
+                del self._sessions[session_id]  # expired: as if the last create had swept it
+                session = None
+            if session is not None:
+                session.used = now
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    def delete(self, session_id: str) -> Session:
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    def __len__(self) -> int:
+        """Sessions held, idle ones past the TTL dropped first (the gauge reads this at scrape)."""
+        with self._lock:
+            self._expire()
+            return len(self._sessions)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for sid in [s.id for s in self._sessions.values() if self._idle(s, now)]:
+            del self._sessions[sid]
+
+    def _idle(self, session: Session, now: float) -> bool:
+        """Idle past the TTL: dropped, as if it had never been created."""
+        return session.used < now - self.ttl_s
+
+
+def _same(session: Session, asked: Session) -> Session:
+    """The existing session when it is the one asked for (a retried create, a pipeline
+    reopening it to resume); else SessionConflict, rather than scoring into the wrong one."""
+    def key(s: Session) -> tuple:
+        return s.spec, s.k, None if s.feed is None else s.feed.key
+
+    if key(session) != key(asked):
+        raise SessionConflict(session.id, session.describe(), asked.describe())
+    return session

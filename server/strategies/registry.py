@@ -1,0 +1,61 @@
+"""Every strategy the service knows, with what it takes: one row of DESIGN.md's table each.
+
+Metadata only, and no torch: the ONNX backend serves from this table too. Each backend
+keys its implementations by these names (backends/torch/kernels.py, backends/onnx/graphs.py)
+and declares nothing of its own about them: rank, classes, embedding and entropic are here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from poolscore.server.errors import UnknownStrategy
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    shape: str  # the input's axes, as ServerInfo shows them: "[N, C]", "[N, T, C]", "[N] ids"
+    summary: str
+    needs_embedding: bool = False
+    min_classes: int = 1
+    entropic: bool = False  # the score is an entropy: base and normalized options apply
+
+    @property
+    def scores_ids(self) -> bool:
+        """Scored from ids alone (random): no tensor of predictions."""
+        return self.shape == "[N] ids"
+
+    @property
+    def rank(self) -> int:
+        return 1 if self.scores_ids else self.shape.count(",") + 1
+
+    @property
+    def sample_axis(self) -> str | None:
+        """The middle axis' name: "T" (MC-dropout passes), "M" (committee members), or None."""
+        return self.shape.strip("[]").split(", ")[1] if self.rank == 3 else None
+
+
+_ALL = [
+    Strategy("least_confidence", "[N, C]", "1 - max p"),
+    Strategy("margin", "[N, C]", "1 - (p(1) - p(2))", min_classes=2),
+    Strategy("ratio", "[N, C]", "p(2) / p(1)", min_classes=2),
+    Strategy("entropy", "[N, C]", "-sum p log p", entropic=True),
+    Strategy("variation_ratios", "[N, T, C]", "1 - modal votes / T"),
+    Strategy("predictive_entropy", "[N, T, C]", "H(mean_t p_t)", entropic=True),
+    Strategy("bald", "[N, T, C]", "H(mean_t p_t) - mean_t H(p_t)", entropic=True),
+    Strategy("vote_entropy", "[N, M, C]", "entropy of the members' votes", entropic=True),
+    Strategy("kl_disagreement", "[N, M, C]", "mean_m KL(p_m || mean p)", entropic=True),
+    Strategy("kl_max_disagreement", "[N, M, C]", "max_m KL(p_m || mean p)", entropic=True),
+    Strategy("expected_gradient_length", "[N, C]", "|h| sum_c p_c |p - e_c| (embedding h [N, D])",
+             needs_embedding=True),
+    Strategy("random", "[N] ids", "uniform from a seeded hash of the id"),
+]
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in _ALL}
+
+
+def strategy_named(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise UnknownStrategy(name, list(STRATEGIES)) from None

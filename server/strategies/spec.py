@@ -1,0 +1,35 @@
+"""A strategy as a request asks for it: the registry's Strategy and its ScoreOptions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from poolscore.server.errors import BadInput, OverLimit
+from poolscore.server.strategies.options import ScoreOptions, options_from
+from poolscore.server.strategies.registry import STRATEGIES, Strategy, strategy_named
+
+
+@dataclass(frozen=True)
+class Spec:
+    strategy: Strategy
+    options: ScoreOptions
+
+    def describe(self) -> str:
+        o = self.options
+        return (f"strategy {self.strategy.name} ({o.input_kind.value}, temperature {o.temperature:g}, "
+                f"base {o.base:g}, normalized {o.normalized}, seed {o.seed})")
+
+
+def parse_spec(name: str, options: Mapping[str, Any], prefix: str = "strategy") -> Spec:
+    """The named strategy with these options; BadInput or UnknownStrategy name what is wrong."""
+    if not name:
+        raise BadInput(f"{prefix}.name", f"missing; one of {', '.join(sorted(STRATEGIES))}")
+    return Spec(strategy_named(name), options_from(options, prefix))
+
+
+def check_k(k: int, max_k: int) -> int:
+    if k <= 0:
+        raise BadInput("k", f"must be > 0, got {k}")
+    if k > max_k:
+        raise OverLimit(f"k: {k} is over this server's limit of {max_k}")
+    return k

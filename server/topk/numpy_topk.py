@@ -1,0 +1,81 @@
+"""The streaming top-K in NumPy: the CPU's (either backend) and the ONNX backend's.
+
+Same value semantics, same order, same amortised sorting as torch_topk.py; see __init__.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NumpyTopK:
+    k: int
+    best_scores: np.ndarray
+    best_ids: np.ndarray
+    pending_scores: np.ndarray
+    pending_ids: np.ndarray
+
+    @classmethod
+    def empty(cls, k: int, dtype=np.float64) -> "NumpyTopK":
+        if k <= 0:
+            raise ValueError(f"k must be > 0, got {k}")
+        return cls(k, np.empty(0, dtype), np.empty(0, np.int64), np.empty(0, dtype), np.empty(0, np.int64))
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self._sorted()[0]
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._sorted()[1]
+
+    def __len__(self) -> int:
+        return min(self.k, len(self.best_ids) + len(self.pending_ids))
+
+    def held_ids(self) -> np.ndarray:
+        return np.concatenate([self.best_ids, self.pending_ids])
+
+    def merged(self, scores: np.ndarray, ids: np.ndarray) -> "NumpyTopK":
+        scores, ids = np.asarray(scores), np.asarray(ids, dtype=np.int64)
+        if len(self.best_ids) == self.k:
+            scores, ids = _beating(scores, ids, self.best_scores[-1], self.best_ids[-1])
+        if len(scores) > self.k:
+            kth = np.partition(scores, len(scores) - self.k)[len(scores) - self.k]
+            keep = np.flatnonzero(scores >= kth)
+            scores, ids = scores[keep], ids[keep]
+        if len(scores) == 0:
+            return self
+        pending_scores = np.concatenate([self.pending_scores, scores.astype(self.best_scores.dtype)])
+        pending_ids = np.concatenate([self.pending_ids, ids])
+        if len(self.best_ids) == self.k and len(pending_ids) < self.k:
+            return NumpyTopK(self.k, self.best_scores, self.best_ids, pending_scores, pending_ids)
+        best = _sort(np.concatenate([self.best_scores, pending_scores]), np.concatenate([self.best_ids, pending_ids]), self.k)
+        return NumpyTopK(self.k, *best, pending_scores[:0], pending_ids[:0])
+
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.pending_ids) == 0:
+            return self.best_scores, self.best_ids
+        return _sort(np.concatenate([self.best_scores, self.pending_scores]),
+                     np.concatenate([self.best_ids, self.pending_ids]), self.k)
+
+
+def at_least(scores: np.ndarray, kth_score: float) -> np.ndarray:
+    """Indices of the scores ≥ the K-th score rounded down into their dtype (no false misses)."""
+    floor = scores.dtype.type(kth_score)
+    if floor > kth_score:
+        floor = np.nextafter(floor, scores.dtype.type(-np.inf))
+    return np.flatnonzero(scores >= floor)
+
+
+def _beating(scores: np.ndarray, ids: np.ndarray, kth_score, kth_id) -> tuple[np.ndarray, np.ndarray]:
+    near = at_least(scores, kth_score)
+    s, i = scores[near].astype(np.float64), ids[near]
+    keep = (s > kth_score) | ((s == kth_score) & (i < kth_id))
+    return s[keep], i[keep]
+
+
+def _sort(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((ids, -scores))[:k]
+    return scores[order], ids[order]

@@ -1,0 +1,40 @@
+"""The gRPC handler tables: method names → servicer methods, with their (de)serializers.
+
+Tensor-carrying requests are read by wire.py (zero-copy) instead of protobuf's parser."""
+from __future__ import annotations
+
+import grpc
+
+from poolscore.server.transport import wire
+from poolscore.server.transport.oip import SERVICE as OIP_SERVICE, InferenceServicer
+from poolscore.server.transport.poolscorer import PoolScorer
+from poolscore.v1 import inference_pb2 as oip, scoring_pb2 as pb
+
+SERVICE = pb.DESCRIPTOR.services_by_name["PoolScorer"].full_name
+
+
+def _out(message) -> bytes:
+    return message.SerializeToString()
+
+
+def poolscorer(s: PoolScorer) -> grpc.GenericRpcHandler:
+    unary = grpc.unary_unary_rpc_method_handler
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "ScorePool": grpc.stream_unary_rpc_method_handler(s.ScorePool, wire.score_request, _out),
+        "Score": grpc.stream_stream_rpc_method_handler(s.Score, wire.score_request, _out),
+        "ScoreBatch": unary(s.ScoreBatch, wire.score_batch_request, _out),
+        "CreateSession": unary(s.CreateSession, pb.CreateSessionRequest.FromString, _out),
+        "GetSession": unary(s.GetSession, pb.SessionRef.FromString, _out),
+        "GetTopK": unary(s.GetTopK, pb.SessionRef.FromString, _out),
+        "DeleteSession": unary(s.DeleteSession, pb.SessionRef.FromString, _out),
+        "ServerInfo": unary(s.ServerInfo, pb.ServerInfoRequest.FromString, _out),
+        "ReloadModels": unary(s.ReloadModels, pb.ReloadModelsRequest.FromString, _out),
+    })
+
+
+def inference(s: InferenceServicer) -> grpc.GenericRpcHandler:
+    calls = {"ServerLive": oip.ServerLiveRequest, "ServerReady": oip.ServerReadyRequest,
+             "ModelReady": oip.ModelReadyRequest, "ServerMetadata": oip.ServerMetadataRequest,
+             "ModelMetadata": oip.ModelMetadataRequest, "ModelInfer": oip.ModelInferRequest}
+    return grpc.method_handlers_generic_handler(OIP_SERVICE, {
+        name: grpc.unary_unary_rpc_method_handler(getattr(s, name), req.FromString, _out) for name, req in calls.items()})

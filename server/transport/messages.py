@@ -1,0 +1,66 @@
+"""poolscore.v1 messages ↔ the core's plain values: requests read, replies built, here only."""
+from __future__ import annotations
+
+import numpy as np
+
+from poolscore.server.ingest.dtypes import wire_of
+from poolscore.server.models.feed import Feed, feed_for
+from poolscore.server.models.hosted import ModelInfo
+from poolscore.server.models.repository import ModelRepository
+from poolscore.server.sessions.session import Session, State
+from poolscore.server.strategies import STRATEGIES, Spec, parse_spec
+from poolscore.v1 import scoring_pb2 as pb
+
+_KINDS = {pb.LOGITS: "logits", pb.PROBABILITIES: "probabilities", pb.LOG_PROBABILITIES: "log_probabilities"}
+_WIRE_KINDS = {name: code for code, name in _KINDS.items()}
+
+
+def spec_of(wire: pb.StrategySpec) -> Spec:
+    """A StrategySpec as the core's Spec; errors name its fields (strategy.temperature)."""
+    kind = _KINDS.get(wire.input_kind, str(wire.input_kind))  # an unknown enum value is named as sent
+    return parse_spec(wire.name, {"input_kind": kind, "temperature": wire.temperature, "base": wire.base,
+                                  "normalized": wire.normalized, "seed": wire.seed})
+
+
+def spec_to_pb(spec: Spec) -> pb.StrategySpec:
+    o = spec.options
+    return pb.StrategySpec(name=spec.strategy.name, input_kind=_WIRE_KINDS[o.input_kind.value], temperature=o.temperature,
+                           base=o.base, normalized=o.normalized, seed=o.seed)
+
+
+def feed_of(wire: pb.ModelSpec, spec: Spec, models: ModelRepository) -> Feed | None:
+    return feed_for(wire.name, wire.samples, wire.seed, spec, models)
+
+
+def tensor_to_pb(a: np.ndarray) -> pb.Tensor:
+    a = np.ascontiguousarray(a)
+    return pb.Tensor(dtype=pb.DataType.Value(wire_of(a)), shape=list(a.shape), data=a.tobytes())
+
+
+def session_to_pb(s: Session) -> pb.Session:
+    state = s.state
+    model = pb.ModelSpec(name=s.feed.model.name, samples=s.feed.samples, seed=s.feed.seed) if s.feed else None
+    return pb.Session(session_id=s.id, strategy=spec_to_pb(s.spec), k=s.k, next_seq=state.next_seq,
+                      items=state.items, model=model)
+
+
+def top_to_pb(state: State) -> pb.TopK:
+    ids = state.top.ids.tolist()
+    keys = [state.keys[i] for i in ids] if state.keyed else []
+    return pb.TopK(ids=[] if state.keyed else ids, scores=state.top.scores.tolist(), keys=keys, items=state.items)
+
+
+def ack(s: Session, state: State, seq: int, replayed: bool) -> pb.ScoreAck:
+    return pb.ScoreAck(session_id=s.id, seq=state.next_seq - 1, items=state.items, acked_seq=seq, replayed=replayed)
+
+
+def model_info_to_pb(m: ModelInfo) -> pb.ModelInfo:
+    return pb.ModelInfo(name=m.name, platform=m.platform, default_strategy=m.default_strategy,
+                        input=pb.TensorSignature(name=m.input_name, dtype=m.input_dtype, shape=m.input_shape),
+                        logits_output=m.logits_output, embedding_output=m.embedding_output,
+                        mc_dropout=m.mc_dropout, members=list(m.members))
+
+
+def strategies_to_pb() -> list[pb.StrategyInfo]:
+    return [pb.StrategyInfo(name=s.name, input_shape=s.shape, summary=s.summary, needs_embedding=s.needs_embedding,
+                            entropic=s.entropic) for s in STRATEGIES.values()]

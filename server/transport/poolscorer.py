@@ -1,0 +1,118 @@
+"""The PoolScorer RPCs, a few lines each: wire → pipeline → session → reply."""
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Iterator
+
+import grpc
+
+from poolscore.server.backends.base import Backend, TopK
+from poolscore.server.config import ServeConfig
+from poolscore.server.errors import BadInput
+from poolscore.server.metrics import Metrics
+from poolscore.server.models.repository import ModelRepository
+from poolscore.server.pipeline import Pipeline
+from poolscore.server.sessions.session import Session, State
+from poolscore.server.sessions.store import SessionStore
+from poolscore.server.strategies import check_k
+from poolscore.server.transport import messages as msg
+from poolscore.server.transport.readahead import read_ahead
+from poolscore.server.transport.statuses import maps_errors
+from poolscore.server.transport.wire import Parsed
+from poolscore.v1 import scoring_pb2 as pb
+from poolscore.v1 import scoring_pb2_grpc as pb_grpc
+
+
+class PoolScorer(pb_grpc.PoolScorerServicer):
+    def __init__(self, config: ServeConfig, backend: Backend, sessions: SessionStore, metrics: Metrics,
+                 models: ModelRepository, pipeline: Pipeline) -> None:
+        self.config, self.backend, self.sessions, self.metrics = config, backend, sessions, metrics
+        self.models, self.pipeline = models, pipeline
+        metrics.sessions.set_function(lambda: len(sessions))  # live at each scrape, expiry included
+
+    @maps_errors
+    def ScorePool(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> pb.TopK:
+        session: Session | None = None
+        for req in read_ahead(requests, active=context.is_active):  # a gone caller's queued batches: unscored
+            if session is None:  # the first message opens the pool: strategy, k, model
+                spec = msg.spec_of(req.strategy)
+                session = Session("pool", spec, State(self._empty_top(req.k)), msg.feed_of(req.model, spec, self.models))
+                if not req.batch.carries_rows:
+                    continue  # a header alone: a pool of no rows still gets its (empty) top-K
+            with self.metrics.batch_seconds.labels("ScorePool").time():
+                state = session.state  # batches numbered from 0, a header alone uncounted
+                session.commit(state, self._scored(session, state, state.next_seq, req))
+        if session is None:
+            raise BadInput("requests", "the stream sent no batch")
+        return msg.top_to_pb(session.state)
+
+    @maps_errors
+    def Score(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[pb.ScoreAck]:
+        for req in read_ahead(requests, active=context.is_active):  # a gone caller's queued batches: uncommitted
+            with self.metrics.batch_seconds.labels("Score").time():
+                session = self.sessions.get(req.session_id)
+                state = session.state
+                fresh = state.is_new(req.seq, session.id)
+                if fresh:  # scored outside the lock, against `state`; committed only if still next
+                    new = self._scored(session, state, req.seq, req)
+                    fresh = session.commit(state, new)  # False: another writer committed this seq first
+                    state = new if fresh else session.state
+            yield msg.ack(session, state, req.seq, replayed=not fresh)
+
+    @maps_errors
+    def CreateSession(self, req: pb.CreateSessionRequest, context: grpc.ServicerContext) -> pb.Session:
+        spec = msg.spec_of(req.strategy)
+        session = self.sessions.create(spec, self._empty_top(req.k), req.session_id,
+                                       msg.feed_of(req.model, spec, self.models))
+        return msg.session_to_pb(session)
+
+    @maps_errors
+    def GetSession(self, req: pb.SessionRef, context: grpc.ServicerContext) -> pb.Session:
+        return msg.session_to_pb(self.sessions.get(req.session_id))
+
+    @maps_errors
+    def GetTopK(self, req: pb.SessionRef, context: grpc.ServicerContext) -> pb.TopK:
+        return msg.top_to_pb(self.sessions.get(req.session_id).state)  # a snapshot: never waits on a batch
+
+    @maps_errors
+    def DeleteSession(self, req: pb.SessionRef, context: grpc.ServicerContext) -> pb.Session:
+        return msg.session_to_pb(self.sessions.delete(req.session_id))
+
+    @maps_errors
+    def ScoreBatch(self, req: Parsed, context: grpc.ServicerContext) -> pb.ScoreBatchReply:
+        with self.metrics.batch_seconds.labels("ScoreBatch").time():
+            spec = msg.spec_of(req.strategy)
+            scored = self.pipeline.score(spec, req.batch, feed=msg.feed_of(req.model, spec, self.models))
+            return pb.ScoreBatchReply(scores=msg.tensor_to_pb(self.backend.to_numpy(scored.scores)))
+
+    @maps_errors
+    def ServerInfo(self, req: pb.ServerInfoRequest, context: grpc.ServicerContext) -> pb.ServerInfoReply:
+        return self._info()
+
+    @maps_errors
+    def ReloadModels(self, req: pb.ReloadModelsRequest, context: grpc.ServicerContext) -> pb.ServerInfoReply:
+        self.models.reload()
+        return self._info()
+
+    def _info(self) -> pb.ServerInfoReply:
+        return pb.ServerInfoReply(
+            models=[msg.model_info_to_pb(m.info()) for m in self.models.models.values()],
+            model_errors=self.models.errors, version=version(),
+            device=f"{self.backend.description}, {self.backend.name} backend", strategies=msg.strategies_to_pb(),
+            limits=pb.Limits(max_message_bytes=self.config.max_message_bytes, max_k=self.config.max_k,
+                             max_sessions=self.config.max_sessions))
+
+    def _scored(self, session: Session, state: State, seq: int, req: Parsed) -> State:
+        """Batch `seq` scored and merged into `state`, or an error with the session untouched."""
+        scored = self.pipeline.score(session.spec, req.batch, seq=seq, first_row=state.items, feed=session.feed)
+        return state.after(seq, scored)
+
+    def _empty_top(self, k: int) -> TopK:
+        return self.backend.empty_top(check_k(k, self.config.max_k))
+
+
+def version() -> str:
+    try:
+        return metadata.version("poolscore")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
