@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import settings
 
+import backends
 from poolscore.server.backends.torch.scorer import Scorer
 
 settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True, derandomize=True)
@@ -24,6 +25,14 @@ def scorer(request: pytest.FixtureRequest) -> Iterator[Scorer]:
     s = Scorer(request.param, compile="off")
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session", params=backends.NAMES)
+def backend(request: pytest.FixtureRequest):
+    """Each scoring backend this machine has (torch on CPU and CUDA, ONNX): the parity suite's."""
+    b = backends.make(request.param)
+    yield b
+    b.close()
 
 
 @pytest.fixture

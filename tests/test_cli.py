@@ -142,3 +142,35 @@ def test_fuse_scorer_appends_scores_to_a_model(tmp_path: Path) -> None:
     with torch.no_grad():
         want = Scorer("cpu", compile="off").score("least_confidence", net(torch.from_numpy(x))[0]).numpy()
     np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-7)
+
+
+# A client-only install (`pip install poolscore`, no extras): the server, torch, onnxruntime and
+# prometheus-client cannot be imported at all.
+CLIENT_ONLY = [sys.executable, "-c", "import sys\n"
+               "for m in ('torch', 'onnxruntime', 'onnx', 'prometheus_client', 'grpc_reflection'):\n"
+               "    sys.modules[m] = None  # import fails, as where the package is not installed\n"
+               "from poolscore.client.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))"]
+
+
+def test_a_client_only_install_scores_against_a_server_and_prints_info(served: str, tmp_path: Path) -> None:
+    ids, logits = make_pool.make(2000, 5, seed=9)
+    make_pool.write(tmp_path / "pool.npz", ids, logits)
+    done = subprocess.run([*CLIENT_ONLY, "score", str(tmp_path / "pool.npz"), "--strategy", "margin", "-k", "4",
+                           "--target", served, "--out", str(tmp_path / "top.csv")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "top.csv").open() as f:
+        assert [int(r["id"]) for r in csv.DictReader(f)] == expected_top(ids, logits, 4)
+    info = subprocess.run([*CLIENT_ONLY, "info", "--target", served], capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and "margin" in info.stdout, info.stderr
+
+
+def test_a_client_only_install_says_what_the_server_commands_need(tmp_path: Path) -> None:
+    serve = subprocess.run([*CLIENT_ONLY, "serve", "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert serve.returncode == 2 and "poolscore serve:" in serve.stderr and "pip install 'poolscore[server]'" in serve.stderr
+    ids, logits = make_pool.make(10, 3, seed=1)
+    make_pool.write(tmp_path / "pool.npz", ids, logits)
+    embedded = subprocess.run([*CLIENT_ONLY, "score", str(tmp_path / "pool.npz")], capture_output=True, text=True, timeout=60)
+    assert embedded.returncode == 2, embedded.stderr
+    assert "no --target given, and an embedded server needs the server extra" in embedded.stderr
+    assert "pip install 'poolscore[server]'" in embedded.stderr

@@ -23,11 +23,6 @@ from poolscore.server.backends.torch.hashing import random_scores
 from poolscore.server.backends.torch.kernels import KERNELS
 
 RTOL, ATOL = 1e-5, 1e-6
-_GRAPHED = {n: STRATEGIES[n] for n in GRAPHS}
-LOGITS_ONLY = sorted(n for n, s in _GRAPHED.items() if not s.needs_embedding)  # every graph but expected_gradient_length
-POINTWISE = sorted(n for n, s in _GRAPHED.items() if s.rank == 2 and not s.needs_embedding)
-SAMPLED = sorted(n for n, s in _GRAPHED.items() if s.rank == 3)
-ENTROPIC = sorted(n for n, s in _GRAPHED.items() if s.entropic)
 KINDS = ["logits", "probabilities", "log_probabilities"]
 
 
@@ -71,15 +66,7 @@ def softmax64(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def egl_exact(z: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """Float64 expected gradient length without cancellation: 1 - p_c = Σ_{j≠c} p_j."""
-    p = softmax64(z.astype(np.float64))
-    others = p[:, None, :] * (1.0 - np.eye(p.shape[-1]))  # [N, c, j]: p_j for j ≠ c
-    dist = np.sqrt((others**2).sum(-1) + others.sum(-1) ** 2)
-    return np.linalg.norm(h.astype(np.float64), axis=-1) * (p * dist).sum(-1)
-
-
-# --- the same scores as the torch kernels ------------------------------------------------------
+# --- graphs keyed by the registry (scores: test_parity.py) ------------------------------------
 
 def test_every_strategy_of_the_registry_has_a_graph_and_a_kernel_keyed_by_its_name() -> None:
     assert set(GRAPHS) == set(KERNELS) == {n for n, s in STRATEGIES.items() if not s.scores_ids}
@@ -88,44 +75,6 @@ def test_every_strategy_of_the_registry_has_a_graph_and_a_kernel_keyed_by_its_na
         inputs = {i.name: len(i.type.tensor_type.shape.dim) for i in graph.graph.input}
         assert inputs == ({"ids": 1, "seed": 0} if s.scores_ids else
                           {"logits": s.rank} | ({"embedding": 2} if s.needs_embedding else {}))
-
-
-@pytest.mark.parametrize("n", [1, 257])
-@pytest.mark.parametrize("c", [2, 10, 100])
-@pytest.mark.parametrize("name", LOGITS_ONLY)
-def test_random_logits_match_torch(torch_scorer, onnx_scorer, name: str, c: int, n: int) -> None:
-    x = logits(c * 1000 + n, name, n, c)
-    np.testing.assert_allclose(onnx_scores(onnx_scorer, name, x), torch_scores(torch_scorer, name, x), rtol=RTOL, atol=ATOL)
-
-
-def _kind_input(seed: int, name: str, kind: str) -> np.ndarray:
-    z = logits(seed, name, 64, 9).astype(np.float64)
-    p = softmax64(z)
-    p[0, ..., 0] = 0.0  # a class of zero probability (-inf as a log-probability)
-    p /= p.sum(-1, keepdims=True)
-    return {"logits": z, "probabilities": p, "log_probabilities": np.log(p)}[kind].astype(np.float32)
-
-
-@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("name", LOGITS_ONLY)
-def test_input_kinds_and_temperatures_match_torch(torch_scorer, onnx_scorer, name: str, kind: str, temperature: float) -> None:
-    with np.errstate(divide="ignore"):
-        x = _kind_input(7, name, kind)
-    options = dict(input_kind=kind, temperature=temperature)
-    got = onnx_scores(onnx_scorer, name, x, **options)
-    np.testing.assert_allclose(got, torch_scores(torch_scorer, name, x, **options), rtol=RTOL, atol=ATOL)
-    if temperature != 1.0 and name not in ("variation_ratios", "vote_entropy"):  # applied, not ignored (votes: argmax)
-        assert not np.allclose(got, onnx_scores(onnx_scorer, name, x, input_kind=kind), rtol=1e-3)
-
-
-@pytest.mark.parametrize("options", [dict(base=2.0), dict(normalized=True), dict(normalized=True, base=2.0), dict(base=10.0)])
-@pytest.mark.parametrize("name", ENTROPIC)
-def test_bases_and_normalization_match_torch(torch_scorer, onnx_scorer, name: str, options: dict) -> None:
-    x = logits(3, name, 50, 12)
-    got = onnx_scores(onnx_scorer, name, x, **options)
-    np.testing.assert_allclose(got, torch_scores(torch_scorer, name, x, **options), rtol=RTOL, atol=ATOL)
-    assert not np.allclose(got, onnx_scores(onnx_scorer, name, x), rtol=1e-3)  # rescaled for real
 
 
 @pytest.mark.parametrize("name", ["entropy", "bald", "vote_entropy"])
@@ -139,64 +88,6 @@ def test_normalization_with_classes_read_at_run_time(torch_scorer, name: str) ->
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
         if c == 1:  # one class: torch scores 0 rather than 0 / log 1
             np.testing.assert_array_equal(got, 0.0)
-
-
-EXTREME = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [5.0, 5.0, 5.0], [30.0, 0.0, 0.0],
-                    [0.0, 30.0, 30.0], [1e4, 1e4, -1e4], [-3.0, 60.0, 0.0], [0.3, -0.2, 0.1]], np.float32)
-
-
-@pytest.mark.parametrize("name", LOGITS_ONLY)
-def test_extreme_equal_and_confident_rows_match_torch(torch_scorer, onnx_scorer, name: str) -> None:
-    x = EXTREME if STRATEGIES[name].rank == 2 else np.stack([EXTREME, EXTREME[::-1], EXTREME[:, ::-1]], axis=1)
-    got, want = onnx_scores(onnx_scorer, name, x), torch_scores(torch_scorer, name, x)
-    assert np.isfinite(got).all()
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-30 if name in POINTWISE else ATOL)
-
-
-def test_confident_rows_keep_relative_precision(onnx_scorer) -> None:
-    """1 - p_max of [30, 0, 0] is 1.9e-13 (6e-8 is float32's resolution at 1): the graphs sum the small terms."""
-    for big in (30.0, 60.0):
-        x = np.array([[big, 0.0, 0.0]], np.float32)
-        r = 2 * math.exp(-big)
-        closed = {"least_confidence": r / (1 + r), "margin": (r + math.exp(-big)) / (1 + r),
-                  "ratio": math.exp(-big), "entropy": math.log1p(r) + big * r / (1 + r)}
-        for name, want in closed.items():
-            assert onnx_scores(onnx_scorer, name, x)[0] == pytest.approx(want, rel=1e-5, abs=0), (name, big)
-        naive = big * r / (1 + r)  # entropy with Log(1 + rest) in float32: 1 + rest == 1
-        assert abs(onnx_scores(onnx_scorer, "entropy", x)[0] - naive) > 0.01 * naive  # naive is 1/(big+1) low
-
-
-# --- expected gradient length -------------------------------------------------------------------
-
-@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0])
-@pytest.mark.parametrize("c", [2, 10, 100])
-def test_expected_gradient_length_matches_torch_and_the_exact_value(torch_scorer, onnx_scorer, c: int, scale: float) -> None:
-    """Both backends take 1 - p_max from the small terms, so confident rows agree too."""
-    rng = np.random.default_rng(c)
-    x = (rng.normal(size=(257, c)) * scale).astype(np.float32)
-    h = rng.normal(size=(257, 16)).astype(np.float32)
-    got, want, exact = onnx_scores(onnx_scorer, "expected_gradient_length", x, h), \
-        torch_scores(torch_scorer, "expected_gradient_length", x, h), egl_exact(x, h)
-    np.testing.assert_allclose(got, exact, rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
-
-
-@pytest.mark.parametrize("scale", [1.0, 3.0, 10.0])
-@pytest.mark.parametrize("c", [2, 10, 100])
-def test_torch_expected_gradient_length_is_exact_too(torch_scorer, c: int, scale: float) -> None:
-    rng = np.random.default_rng(c)
-    x = (rng.normal(size=(257, c)) * scale).astype(np.float32)
-    h = rng.normal(size=(257, 16)).astype(np.float32)
-    np.testing.assert_allclose(torch_scores(torch_scorer, "expected_gradient_length", x, h), egl_exact(x, h), rtol=RTOL, atol=ATOL)
-
-
-def test_expected_gradient_length_of_confident_rows_is_exact(onnx_scorer) -> None:
-    x = np.array([[30.0, 0.0, 0.0], [0.0, 60.0, 0.0], [20.0, 18.0, -5.0], [12.0, 0.0, 0.0]], np.float32)
-    h = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
-    got = onnx_scores(onnx_scorer, "expected_gradient_length", x, h)
-    np.testing.assert_allclose(got, egl_exact(x, h), rtol=RTOL, atol=0)
-    r = math.exp(-30)  # [30, 0, 0]: Σ_c p_c ‖p - e_c‖ = √6·r + 2√2·r to first order
-    assert got[0] == pytest.approx(np.linalg.norm(h[0].astype(np.float64)) * (math.sqrt(6) + 2 * math.sqrt(2)) * r, rel=1e-5)
 
 
 # --- bad rows --------------------------------------------------------------------------------

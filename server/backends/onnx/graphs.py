@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from poolscore.server.backends.onnx.builder import MIN_OPSET, Graph, Softmax, row_guard, row_max
+from poolscore.server.backends.onnx.builder import CLASS, MIN_OPSET, SAMPLE, Graph, Softmax, row_guard, row_max
 from poolscore.server.strategies import STRATEGIES, InputKind
 
 INPUT_KINDS = tuple(k.value for k in InputKind)
@@ -29,8 +29,8 @@ Build = Callable[[Graph, str, str, "str | None"], str]  # (graph, z, input kind,
 
 
 def _top2(g: Graph, z: str) -> tuple[str, str]:
-    values, _ = g.op("TopK", z, g.c([2], np.int64), outputs=2, axis=-1, largest=1, sorted=1)
-    return tuple(g.op("Gather", values, g.c(i, np.int64), axis=-1) for i in (0, 1))
+    values, _ = g.op("TopK", z, g.c([2], np.int64), outputs=2, axis=CLASS, largest=1, sorted=1)
+    return tuple(g.op("Gather", values, g.c(i, np.int64), axis=CLASS) for i in (0, 1))
 
 
 def _least_confidence(g: Graph, z: str, kind: str, emb: str | None) -> str:
@@ -40,14 +40,14 @@ def _least_confidence(g: Graph, z: str, kind: str, emb: str | None) -> str:
 
 def _margin(g: Graph, z: str, kind: str, emb: str | None) -> str:
     z1, z2 = _top2(g, z)
-    runner_up = g.op("Exp", g.op("Sub", z2, z1))
+    runner_up = g.op("Exp", g.tempered(g.op("Sub", z2, z1)))
     sm = Softmax(g, z, kind)
     return g.op("Add", g.op("Div", g.op("Add", g.squeeze(sm.rest), runner_up), g.squeeze(sm.s)), sm.guard)
 
 
 def _ratio(g: Graph, z: str, kind: str, emb: str | None) -> str:
     z1, z2 = _top2(g, z)
-    return g.op("Add", g.op("Exp", g.op("Sub", z2, z1)), row_guard(g, z, row_max(g, z), kind))
+    return g.op("Add", g.op("Exp", g.tempered(g.op("Sub", z2, z1))), row_guard(g, z, row_max(g, z), kind))
 
 
 def _entropy(g: Graph, z: str, kind: str, emb: str | None) -> str:
@@ -56,56 +56,60 @@ def _entropy(g: Graph, z: str, kind: str, emb: str | None) -> str:
 
 
 def _votes(g: Graph, z: str) -> str:
-    """[N, T, C] → [N, C] counts of each class as a sample's argmax (ties: the lower class)."""
-    arg = g.op("ArgMax", z, axis=-1, keepdims=0, select_last_index=0)
-    depth = g.op("Gather", g.op("Shape", z), g.c(-1, np.int64), axis=0)
-    return g.reduce("ReduceSum", g.op("OneHot", arg, depth, g.c([0.0, 1.0]), axis=-1), 1)
+    """[C, T, N] → [C, N] counts of each class as a sample's argmax (ties: the lower class)."""
+    arg = g.op("ArgMax", z, axis=CLASS, keepdims=0, select_last_index=0)  # [T, N]
+    depth = g.op("Gather", g.op("Shape", z), g.c(CLASS, np.int64), axis=0)
+    return g.reduce("ReduceSum", g.op("OneHot", arg, depth, g.c([0.0, 1.0]), axis=CLASS), SAMPLE)
 
 
 def _variation_ratios(g: Graph, z: str, kind: str, emb: str | None) -> str:
-    modal = g.reduce("ReduceMax", _votes(g, z), -1)
-    score = g.op("Sub", g.c(1.0), g.op("Div", modal, g.dim(z, 1)))
+    modal = g.reduce("ReduceMax", _votes(g, z), CLASS)
+    score = g.op("Sub", g.c(1.0), g.op("Div", modal, g.dim(z, SAMPLE)))
     return g.op("Add", score, row_guard(g, z, row_max(g, z), kind))
 
 
 def _predictive_entropy(g: Graph, z: str, kind: str, emb: str | None) -> str:
     sm = Softmax(g, z, kind)
-    return g.op("Add", g.xlogx_entropy(g.reduce("ReduceMean", sm.p(), 1)), sm.guard)
+    return g.op("Add", g.xlogx_entropy(g.reduce("ReduceMean", sm.p(), SAMPLE)), sm.guard)
 
 
 def _bald(g: Graph, z: str, kind: str, emb: str | None) -> str:
     sm = Softmax(g, z, kind)
-    mi = g.op("Sub", g.xlogx_entropy(g.reduce("ReduceMean", sm.p(), 1)), g.reduce("ReduceMean", sm.entropy(), 1))
+    mean_entropy = g.reduce("ReduceMean", sm.entropy(), 0)  # [T, N] → [N]
+    mi = g.op("Sub", g.xlogx_entropy(g.reduce("ReduceMean", sm.p(), SAMPLE)), mean_entropy)
     return g.op("Add", g.clamp0(mi), sm.guard)
 
 
 def _vote_entropy(g: Graph, z: str, kind: str, emb: str | None) -> str:
-    share = g.op("Div", _votes(g, z), g.dim(z, 1))
-    return g.op("Add", g.xlogx_entropy(share), row_guard(g, z, row_max(g, z), kind))
+    """The shares sorted before they are summed: equal vote counts over other classes tie exactly."""
+    share = g.op("Div", _votes(g, z), g.dim(z, SAMPLE))
+    classes = g.op("Reshape", g.op("Gather", g.op("Shape", z), g.c(CLASS, np.int64), axis=0), g.c([1], np.int64))
+    ordered, _ = g.op("TopK", share, classes, outputs=2, axis=CLASS, largest=1, sorted=1)
+    return g.op("Add", g.xlogx_entropy(ordered), row_guard(g, z, row_max(g, z), kind))
 
 
 def _kl_to_mean(g: Graph, z: str, kind: str) -> tuple[str, str]:
-    """KL(p_m ‖ p̄) per member [N, M] (0 where p_m,c = 0), and the row guard."""
+    """KL(p_m ‖ p̄) per member [M, N] (0 where p_m,c = 0), and the row guard."""
     sm = Softmax(g, z, kind)
     p = sm.p()
-    log_p = g.op("Sub", sm.d, g.op("Log", sm.s))
-    log_mean = g.op("Log", g.reduce("ReduceMean", p, 1, keepdims=True))
+    log_p = g.op("Sub", sm.d, g.log(sm.s))
+    log_mean = g.log(g.reduce("ReduceMean", p, SAMPLE, keepdims=True))
     terms = g.where(g.op("Greater", p, g.c(0.0)), g.op("Mul", p, g.op("Sub", log_p, log_mean)), g.c(0.0))
-    return g.reduce("ReduceSum", terms, -1), sm.guard
+    return g.reduce("ReduceSum", terms, CLASS), sm.guard
 
 
 def _kl_disagreement(g: Graph, z: str, kind: str, emb: str | None) -> str:
     kl, guard = _kl_to_mean(g, z, kind)
-    return g.op("Add", g.clamp0(g.reduce("ReduceMean", kl, 1)), guard)
+    return g.op("Add", g.clamp0(g.reduce("ReduceMean", kl, 0)), guard)
 
 
 def _kl_max_disagreement(g: Graph, z: str, kind: str, emb: str | None) -> str:
     kl, guard = _kl_to_mean(g, z, kind)
-    return g.op("Add", g.clamp0(g.reduce("ReduceMax", kl, 1)), guard)
+    return g.op("Add", g.clamp0(g.reduce("ReduceMax", kl, 0)), guard)
 
 
 def _expected_gradient_length(g: Graph, z: str, kind: str, emb: str | None) -> str:
-    """‖h‖ · Σ_c p_c ‖p - e_c‖; NaN/Inf in h gives NaN.
+    """‖h‖ · Σ_c p_c ‖p - e_c‖; NaN/Inf in h gives NaN. `emb` is [D, N], rows inner too.
 
     gradient.py's ‖p - e_c‖² = Σp² - 2p_c + 1 is kept for every class but a unique max, where it
     is well conditioned (p_c < 1/2). For the max it cancels (torch loses up to half the score on
@@ -113,15 +117,15 @@ def _expected_gradient_length(g: Graph, z: str, kind: str, emb: str | None) -> s
     """
     sm = Softmax(g, z, kind)
     p = sm.p()
-    sq = g.reduce("ReduceSum", g.op("Mul", p, p), -1, keepdims=True)
+    sq = g.reduce("ReduceSum", g.op("Mul", p, p), CLASS, keepdims=True)
     far = g.op("Sqrt", g.clamp0(g.op("Add", g.op("Sub", sq, g.op("Mul", g.c(2.0), p)), g.c(1.0))))
     small = g.op("And", g.op("Less", sm.d, g.c(0.0)), g.op("Greater", sm.e, g.c(0.0)))  # so rest > 0
     q = g.where(small, g.op("Div", sm.e, sm.rest), g.c(0.0))
-    q2 = g.reduce("ReduceSum", g.op("Mul", q, q), -1, keepdims=True)
+    q2 = g.reduce("ReduceSum", g.op("Mul", q, q), CLASS, keepdims=True)
     near = g.op("Div", g.op("Mul", sm.rest, g.op("Sqrt", g.op("Add", g.c(1.0), q2))), sm.s)
     dist = g.where(g.op("Or", g.op("Less", sm.d, g.c(0.0)), sm.ties), far, near)
-    emb_ok = g.where(g.finite(g.reduce("ReduceSum", emb, -1)), g.c(0.0), g.c(np.nan))
-    score = g.op("Mul", g.reduce("ReduceL2", emb, -1), g.reduce("ReduceSum", g.op("Mul", p, dist), -1))
+    emb_ok = g.where(g.finite(g.reduce("ReduceSum", emb, 0)), g.c(0.0), g.c(np.nan))
+    score = g.op("Mul", g.reduce("ReduceL2", emb, 0), g.reduce("ReduceSum", g.op("Mul", p, dist), CLASS))
     return g.op("Add", g.op("Add", score, sm.guard), emb_ok)
 
 
@@ -146,17 +150,17 @@ def scorer_graph(strategy: str, *, classes: int | None = None, samples: int | No
     if strategy == "random":
         return _random_graph(max(opset, 18))
     spec = STRATEGIES[strategy]
-    g = Graph(opset, spec.rank)
+    g = Graph(opset, spec.rank, temperature)
     dims = ["N"] + ([samples or spec.sample_axis] if spec.rank == 3 else []) + [classes or "C"]
     inputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, dims)]
     emb = None
     if spec.needs_embedding:
         emb = "embedding"
         inputs.append(helper.make_tensor_value_info(emb, TensorProto.FLOAT, ["N", "D"]))
-    z = g.op("Log", "logits") if input_kind == "probabilities" else "logits"
-    if temperature != 1.0:  # z · float32(1/T), as logits_of; · 1 is exact, so skipped
-        z = g.op("Mul", z, g.c(1.0 / temperature))
-    score = GRAPHS[strategy](g, z, input_kind, emb)
+    z = g.rows_inner("logits", spec.rank)
+    if input_kind == "probabilities":
+        z = g.log(z)
+    score = GRAPHS[strategy](g, z, input_kind, None if emb is None else g.rows_inner(emb, 2))
     if spec.entropic and normalized:  # ÷ log C; C = 1 scores 0 (NaN kept: NaN · 0)
         if classes is None:
             c = g.dim("logits", -1, TensorProto.DOUBLE)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,6 +16,9 @@ import onnxruntime as ort
 
 from poolscore.server.backends.onnx.graphs import scorer_graph
 from poolscore.server.strategies import STRATEGIES, ScoreOptions, options_from
+
+
+_MIN_SPLIT_ROWS = 4096  # a split smaller than this costs more in run overhead than it saves
 
 
 def default_providers() -> list[str]:
@@ -35,15 +39,25 @@ def _options(options: Mapping[str, Any] | ScoreOptions | None) -> ScoreOptions:
 
 
 class OnnxScorer:
-    """Scores batches with onnxruntime: one cached session per (strategy, options, rank, classes)."""
+    """Scores batches with onnxruntime: one cached session per (strategy, options, rank, classes).
+
+    On the CPU each run is single-threaded, and `intra_op_threads` > 1 splits a batch's rows over
+    that many runs at once. onnxruntime's own threads split an elementwise op's buffer where a
+    vector's worth of elements may straddle two threads, and its Log computes those on another
+    path: a row's score then depended on where the row sat (builder.py). Split by rows, each row
+    is computed whole by one run, the same way wherever it sits."""
 
     def __init__(self, providers: list[str] | None = None, *, opset: int = 17,
                  intra_op_threads: int | None = None) -> None:
         self.providers = providers or default_providers()
         self.opset = opset
         self._session_options = ort.SessionOptions()
-        if intra_op_threads:
-            self._session_options.intra_op_num_threads = intra_op_threads
+        on_cpu = self.providers[0] == "CPUExecutionProvider"
+        self._splits = max(1, intra_op_threads or 1) if on_cpu else 1
+        if on_cpu:
+            self._session_options.intra_op_num_threads = 1
+            self._session_options.inter_op_num_threads = 1
+        self._pool = ThreadPoolExecutor(self._splits, thread_name_prefix="poolscore-onnx") if self._splits > 1 else None
         self._sessions: dict[tuple, ort.InferenceSession] = {}
         self._lock = threading.Lock()
 
@@ -92,7 +106,15 @@ class OnnxScorer:
             if embedding is None or np.ndim(embedding) != 2 or len(embedding) != len(x):
                 raise ValueError(f"{strategy} needs an embedding [{len(x)}, D]")
             feeds["embedding"] = np.ascontiguousarray(embedding, dtype=np.float32)
-        return session.run(["scores"], feeds)[0]
+        return self._run(session, feeds, len(x))
+
+    def _run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray], rows: int) -> np.ndarray:
+        """One run, or one per split of the rows at once (each a contiguous slice, no copy)."""
+        if self._pool is None or rows < _MIN_SPLIT_ROWS * self._splits:
+            return session.run(["scores"], feeds)[0]
+        edges = np.linspace(0, rows, self._splits + 1).astype(int)
+        parts = [{k: v[lo:hi] for k, v in feeds.items()} for lo, hi in zip(edges[:-1], edges[1:])]
+        return np.concatenate(list(self._pool.map(lambda f: session.run(["scores"], f)[0], parts)))
 
     @property
     def cached(self) -> int:
@@ -102,3 +124,5 @@ class OnnxScorer:
     def close(self) -> None:
         with self._lock:
             self._sessions.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)

@@ -45,10 +45,11 @@ class ColumnSoftmax(NamedTuple):
 
 
 def column_softmax(x: torch.Tensor, kind: str, inv_t: torch.Tensor) -> ColumnSoftmax:
-    z = [logits_of(c, kind, inv_t) for c in x.unbind(-1)]
+    z = [logits_of(c, kind) for c in x.unbind(-1)]
     m = reduce(torch.maximum, z)  # NaN propagates, as amax does
     low = reduce(torch.minimum, z)
-    d = [c - m for c in z]
+    t = inv_t.to(m.dtype)
+    d = [(c - m) * t for c in z]  # tempered after the max is taken off, as softmax.py
     e = [torch.exp(c) for c in d]
     below = _sum(torch.where(c < 0, ec, 0.0) for c, ec in zip(d, e))
     total = _sum(e)

@@ -9,16 +9,19 @@ from poolscore.server.backends.torch.softmax import (
 
 
 def vote_entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
-    """-Σ_c (V_c/M) log(V_c/M), V_c = members whose argmax is c."""
-    z = logits_of(x, kind, inv_t)
+    """-Σ_c (V_c/M) log(V_c/M), V_c = members whose argmax is c.
+
+    The shares are sorted before they are summed, so that equal counts over other classes
+    (a permutation of one vote pattern) sum in one order and tie exactly."""
+    z = logits_of(x, kind)
     share = class_counts(z.argmax(-1), x.shape[-1], z.dtype) / x.shape[1]  # argmax: [N, M]
-    return entropy_of_probabilities(share) + row_guard(z, z.amax(-1), kind)
+    return entropy_of_probabilities(share.sort(-1).values) + row_guard(z, z.amax(-1), kind)
 
 
 def _kl_to_mean(x: torch.Tensor, inv_t: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """KL(p_m ‖ p̄) per member, [N, M] (terms with p_m,c = 0 are 0), and the row guard."""
-    z = logits_of(x, kind, inv_t)
-    sm = softmax(z)
+    z = logits_of(x, kind)
+    sm = softmax(z, inv_t)
     p = sm.p
     log_p = sm.d - torch.log(sm.s)
     log_mean = torch.log(p.mean(1, keepdim=True))

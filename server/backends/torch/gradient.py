@@ -15,8 +15,8 @@ def expected_gradient_length(x: torch.Tensor, emb: torch.Tensor | None, inv_t: t
     (rest / s)·sqrt(1 + Σ_{d<0} (e/rest)²): (1 - p_top)² plus the others' p², factored.
     """
     assert emb is not None, "the registry declares that this strategy needs an embedding"
-    z = logits_of(x, kind, inv_t)
-    sm = softmax(z)
+    z = logits_of(x, kind)
+    sm = softmax(z, inv_t)
     p = sm.p
     sq = (p * p).sum(-1, keepdim=True)
     dist = torch.sqrt((sq - 2.0 * p + 1.0).clamp_min(0.0))
