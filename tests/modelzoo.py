@@ -97,3 +97,24 @@ def make_repo(root: Path) -> dict[str, MLP]:
     config(root / "broken", input={"name": "x", "dtype": "float31", "shape": [-1, 64]})
     write_onnx(nets["digits"], root / "broken" / "model.onnx", mc=False)
     return nets
+
+
+class Slow(torch.nn.Module):
+    """256 → 10 through `rounds` tanh layers of one 256 × 256 matrix: a model that takes its time
+    (≈ 1 ms per round for 2048 rows on one core), to hold a batch in the server while others call."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.rounds = rounds
+        self.w = torch.nn.Parameter(torch.randn(256, 256, generator=torch.Generator().manual_seed(0)) / 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for _ in range(self.rounds):
+            h = torch.tanh(h @ self.w)
+        return h[:, :10] * 5
+
+
+def write_slow(root: Path, rounds: int) -> None:
+    config(root / "slow", input={"name": "x", "dtype": "float32", "shape": [-1, 256]}, max_batch_rows=1 << 20)
+    torch.jit.save(torch.jit.script(Slow(rounds).eval()), str(root / "slow" / "model.pt"))

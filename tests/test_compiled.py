@@ -154,3 +154,16 @@ def test_a_batch_larger_than_the_cache_block_is_scored_in_blocks_alike(compiled_
     x[rows - 3, 9] = float("nan")  # in the last block: the row is still counted from the batch's start
     with pytest.raises(ValueError, match=f"logits: NaN in row {rows - 3}"):
         compiled_scorer.score("entropy", x)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_kernels_score_a_row_the_same_bits_at_any_position(compiled_scorer: Scorer, name: str) -> None:
+    """Rows-inner vectors, their tails and the cache blocks: a row's score does not depend on
+    where it sits (nor on which compiled code, any-C or per-class-count, served it)."""
+    rng = np.random.default_rng(12)
+    x = torch.from_numpy((rng.normal(size=(20011, 6, 7) if name == "bald" else (20011, 10)) * 3).astype(np.float32))
+    compiled_scorer.score(name, x)
+    compiled_scorer.kernels.wait()  # the per-class-count code too, once it exists
+    base = compiled_scorer.score(name, x).cpu()
+    for order in (torch.roll(torch.arange(20011), 1), torch.roll(torch.arange(20011), 7), torch.randperm(20011)):
+        np.testing.assert_array_equal(compiled_scorer.score(name, x[order]).cpu().numpy(), base[order].numpy())

@@ -3,6 +3,8 @@ server give the scores of running the model in-process and scoring its logits.""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +127,40 @@ def test_reload_picks_up_a_new_model_folder(zoo) -> None:
     finally:
         shutil.rmtree(root / "m1_copy", ignore_errors=True)
         app.stop()
+
+
+def test_get_top_k_answers_while_a_slow_batch_is_scored(tmp_path: Path) -> None:
+    """A batch is scored outside the session's lock: GetTopK keeps answering, with the state as
+    committed before that batch, while a model forward of seconds runs; the batch then commits."""
+    modelzoo.write_slow(tmp_path / "models", rounds=600)
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off",
+                                   model_repo=str(tmp_path / "models"))).start()
+    rng = np.random.default_rng(4)
+    try:
+        with Client(app.target, timeout=120) as writer, Client(app.target, timeout=30) as reader:
+            writer.wait_ready()
+            sid = writer.create_session("entropy", k=3, model="slow")
+            writer.score(sid, rng.normal(size=(8, 256)).astype(np.float32))  # quick: 8 rows
+            big = rng.normal(size=(3000, 256)).astype(np.float32)
+            done = threading.Event()
+            slow = threading.Thread(target=lambda: (writer.score(sid, big), done.set()))
+            start = time.monotonic()
+            slow.start()
+            answered = []  # (when, items) of each GetTopK while the batch is in flight
+            while not done.is_set():
+                answered.append((time.monotonic(), reader.top_k(sid).items))
+            took = time.monotonic() - start
+            slow.join()
+        assert took > 1.0, f"the slow model took {took:.2f} s: too fast to show anything"
+        during = [items for _, items in answered]
+        assert during.count(8) >= 10 and set(during) <= {8, 3008}  # the committed state, never a half
+        times = [start] + [t for t, _ in answered]
+        assert max(b - a for a, b in zip(times, times[1:])) < took / 2  # no call waited out the batch
+        assert reader_items(app.target, sid) == 3008
+    finally:
+        app.stop()
+
+
+def reader_items(target: str, sid: str) -> int:
+    with Client(target) as c:
+        return c.top_k(sid).items

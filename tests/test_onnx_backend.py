@@ -79,3 +79,15 @@ def test_onnx_backend_session_top_k_equals_the_torch_backend(onnx_client: Client
         tops.append(c.top_k(sid))
     np.testing.assert_array_equal(tops[0].ids, tops[1].ids)
     np.testing.assert_allclose(tops[0].scores, tops[1].scores, rtol=1e-5)
+
+
+def test_onnx_backend_breaks_ties_by_id_like_the_torch_backend(onnx_client: Client, client: Client) -> None:
+    """6000 copies of 5 rows, all over the pool: copies tie exactly, so the top-K holds the best
+    rows' copies with the smallest ids, in id order (the ONNX backend scored them by position)."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(5, 10)) * 2).astype(np.float32)[rng.integers(0, 5, 6000)]
+    scores = Scorer("cpu", compile="off").score("entropy", torch.from_numpy(x)).numpy()
+    want = np.lexsort((np.arange(6000), -scores))[:1500].tolist()
+    for c in (onnx_client, client):
+        top = c.score_pool(x, "entropy", k=1500)
+        assert top.ids.tolist() == want
