@@ -55,12 +55,23 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--base", type=float, default=0.0, help="log base of entropies (2: bits; default e)")
     p.add_argument("--normalized", action="store_true", help="entropies ÷ log C")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random strategy")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random and stochastic strategies")
+    p.add_argument("--pre-score", default="", help="stochastic, class_balanced: the pointwise strategy they select by (default margin)")
+    p.add_argument("--beta", type=float, default=0.0, help="stochastic: sharpness of sampling (default 1)")
+    p.add_argument("--sampling", default="", choices=["", "softmax", "power"], help="stochastic: p ∝ exp(β·s) or s^β")
+    p.add_argument("--class-priors", type=_floats, default=(), help="class_balanced: quotas ∝ these, e.g. 0.5,0.3,0.2")
     p.add_argument("--logits-column", default="logits")
     p.add_argument("--id-column", default="id")
     p.add_argument("--embedding-column", default="embedding")
     p.add_argument("--device", default="auto", help="embedded server's device (auto, cpu, cuda)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
 
 
 def _token_flag(p: argparse.ArgumentParser) -> None:
@@ -77,7 +88,8 @@ def _score(args: argparse.Namespace) -> int:
     if not args.pool.exists():
         raise FileNotFoundError(f"pool file {args.pool} does not exist")
     options = dict(input_kind=args.input_kind, temperature=args.temperature, base=args.base,
-                   normalized=args.normalized, seed=args.seed)
+                   normalized=args.normalized, seed=args.seed, pre_score=args.pre_score, beta=args.beta,
+                   sampling=args.sampling, class_priors=args.class_priors)
     columns = dict(logits_column=args.logits_column, id_column=args.id_column, embedding_column=args.embedding_column)
     rows = count_rows(args.pool, args.logits_column)
     bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=args.pool.name,

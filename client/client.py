@@ -19,7 +19,7 @@ from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
 
 _KINDS = {"logits": pb.LOGITS, "probabilities": pb.PROBABILITIES, "log_probabilities": pb.LOG_PROBABILITIES}
-_OPTIONS = ("input_kind", "temperature", "base", "normalized", "seed")
+_OPTIONS = ("input_kind", "temperature", "base", "normalized", "seed", "pre_score", "beta", "sampling", "class_priors")
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,9 +53,8 @@ def strategy_spec(strategy: str, options: dict) -> pb.StrategySpec:
     kind = options.get("input_kind", "logits")
     if kind not in _KINDS:
         raise ValueError(f"input_kind must be one of {', '.join(_KINDS)}, got {kind!r}")
-    return pb.StrategySpec(name=strategy, input_kind=_KINDS[kind], temperature=options.get("temperature", 0.0),
-                           base=options.get("base", 0.0), normalized=options.get("normalized", False),
-                           seed=options.get("seed", 0))
+    given = {k: v for k, v in options.items() if k != "input_kind" and v is not None}  # absent: the server's default
+    return pb.StrategySpec(name=strategy, input_kind=_KINDS[kind], **given)
 
 
 class _Requests:

@@ -5,6 +5,7 @@ import logging
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -37,7 +38,7 @@ class App:
     backend: Backend
     health: health.HealthServicer
     models: ModelRepository
-    _metrics_http: object | None = None  # the HTTP server prometheus_client started
+    _metrics_http: WSGIServer | None = None  # the HTTP server prometheus_client started
 
     @property
     def target(self) -> str:
@@ -91,10 +92,10 @@ def _warm(backend: Backend, names: str) -> None:
     unknown = [n for n in chosen if n not in STRATEGIES]
     if unknown:
         raise ValueError(f"--warm: unknown strategies {unknown}")
-    backend.warm(chosen)
+    backend.warm([n for n in chosen if STRATEGIES[n].pointwise])  # a selection runs its pre_score's kernel
 
 
-def _serve_metrics(config: ServeConfig, metrics: Metrics) -> tuple[object | None, int | None]:
+def _serve_metrics(config: ServeConfig, metrics: Metrics) -> tuple[WSGIServer | None, int | None]:
     if config.metrics_port < 0:
         return None, None
     http, _thread = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)

@@ -19,7 +19,8 @@ def embedded_server(strategy: str, device: str = "auto", rows: int | None = None
     compilation takes 4-15 s."""
     logging.basicConfig(level=logging.WARNING)
     # warm the kernel the run needs; an unknown strategy is the server's to refuse, by name
-    warm = strategy if strategy in STRATEGIES and not STRATEGIES[strategy].scores_ids else ""
+    known = STRATEGIES.get(strategy)
+    warm = strategy if known is not None and known.pointwise and not known.scores_ids else ""
     compile = "off" if rows is not None and rows <= EAGER_ROWS else "background"
     app = build_server(ServeConfig(port=0, metrics_port=-1, device=device, warm=warm, compile=compile)).start()
     try:

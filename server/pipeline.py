@@ -24,6 +24,8 @@ class Scored:
     nbytes: int  # tensor bytes received
     logits: Array | None = None  # what was scored, when a model made it from raw inputs
     embedding: Array | None = None
+    classes: Array | None = None  # class_balanced: each row's predicted class, int64 on the host
+    class_count: int = 0
 
 
 class Pipeline:
@@ -57,8 +59,21 @@ class Pipeline:
         if sent_ids is not None:
             check_ids(sent_ids, rows)
         ids = sent_ids if sent_ids is not None else self.backend.arange(first_row, rows)  # keys: the row number stands in
-        scores = self.backend.score(spec.strategy, x, embedding=emb, ids=ids, options=spec.options)
-        return Scored(scores, ids, keys or None, rows, batch.nbytes, *((x, emb) if ran_model else (None, None)))
+        scores = self.backend.score(spec.kernel, x, embedding=emb, ids=ids, options=spec.options)
+        scores, classes = self._selection(spec, scores, ids, x)
+        return Scored(scores, ids, keys or None, rows, batch.nbytes, *((x, emb) if ran_model else (None, None)),
+                      classes=classes, class_count=0 if classes is None else x.shape[-1])
+
+    def _selection(self, spec: Spec, scores: Array, ids: Array, x: Array | None) -> tuple[Array, Array | None]:
+        """What a selection strategy adds to the pre-scores: Gumbel keys, or each row's class."""
+        sel = spec.selection
+        if sel.kind == "stochastic":
+            return self.backend.gumbel_keys(scores, ids, spec.options.seed, sel.beta, sel.sampling == "power"), None
+        if sel.kind == "class_balanced":
+            if x is None:
+                raise BadInput("logits", "class_balanced needs predictions to tell each row's class")
+            return scores, self.backend.predicted_class(x, spec.options.input_kind.value)
+        return scores, None
 
     def _view(self, batch: Batch, name: str) -> Array | None:
         raw = batch.tensor(name)

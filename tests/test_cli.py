@@ -174,3 +174,20 @@ def test_a_client_only_install_says_what_the_server_commands_need(tmp_path: Path
     assert embedded.returncode == 2, embedded.stderr
     assert "no --target given, and an embedded server needs the server extra" in embedded.stderr
     assert "pip install 'poolscore[server]'" in embedded.stderr
+
+
+@pytest.mark.parametrize("flags, options", [
+    (["--strategy", "stochastic", "--pre-score", "entropy", "--beta", "3", "--sampling", "power", "--seed", "4"],
+     dict(pre_score="entropy", beta=3.0, sampling="power", seed=4)),
+    (["--strategy", "class_balanced", "--class-priors", "0.4,0.3,0.2,0.05,0.05"], dict(class_priors=[0.4, 0.3, 0.2, 0.05, 0.05])),
+])
+def test_selection_strategies_and_their_flags(served: str, tmp_path: Path, flags: list[str], options: dict) -> None:
+    ids, logits = make_pool.make(3000, 5, seed=2)
+    make_pool.write(tmp_path / "pool.npz", ids, logits)
+    done = run("score", str(tmp_path / "pool.npz"), "-k", "30", *flags, "--target", served, "--out", str(tmp_path / "top.csv"))
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "top.csv").open() as f:
+        got = [int(r["id"]) for r in csv.DictReader(f)]
+    with Client(served) as c:
+        want = c.score_pool([(ids, logits)], flags[1], 30, **options).ids.tolist()
+    assert got == want and len(got) == 30

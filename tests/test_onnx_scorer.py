@@ -16,7 +16,7 @@ from poolscore.server.errors import BadInput
 from poolscore.server.backends.onnx.fuse import fuse
 from poolscore.server.backends.onnx.graphs import GRAPHS, scorer_graph
 from poolscore.server.backends.onnx.scorer import OnnxScorer, first_bad_row
-from poolscore.server.strategies import STRATEGIES
+from poolscore.server.strategies import POINTWISE, STRATEGIES
 from poolscore.server.backends.torch.scorer import Scorer
 from poolscore.server.strategies import ScoreOptions
 from poolscore.server.backends.torch.hashing import random_scores
@@ -69,8 +69,8 @@ def softmax64(z: np.ndarray) -> np.ndarray:
 # --- graphs keyed by the registry (scores: test_parity.py) ------------------------------------
 
 def test_every_strategy_of_the_registry_has_a_graph_and_a_kernel_keyed_by_its_name() -> None:
-    assert set(GRAPHS) == set(KERNELS) == {n for n, s in STRATEGIES.items() if not s.scores_ids}
-    for name, s in STRATEGIES.items():  # what each graph takes is the registry's
+    assert set(GRAPHS) == set(KERNELS) == {n for n, s in POINTWISE.items() if not s.scores_ids}
+    for name, s in POINTWISE.items():  # what each graph takes is the registry's
         graph = scorer_graph(name)
         inputs = {i.name: len(i.type.tensor_type.shape.dim) for i in graph.graph.input}
         assert inputs == ({"ids": 1, "seed": 0} if s.scores_ids else

@@ -15,7 +15,7 @@ import backends
 from backends import score as scores
 from poolscore.server.backends.base import Backend
 from poolscore.server.backends.torch.scorer import Scorer
-from poolscore.server.strategies import STRATEGIES
+from poolscore.server.strategies import POINTWISE, STRATEGIES
 
 
 # --- DESIGN.md's worked examples ---------------------------------------------------------
@@ -157,7 +157,7 @@ def test_bald_and_kl_disagreement_are_zero_when_all_samples_agree(backend: Backe
 
 def test_every_strategy_in_the_registry_is_tested() -> None:
     tested = set(ref.POINTWISE) | set(ref.SAMPLED) | {"expected_gradient_length", "random"}
-    assert tested == set(STRATEGIES)
+    assert tested == set(POINTWISE)  # the selections over them: test_selection.py
 
 
 def test_expected_gradient_length_keeps_precision_on_confident_rows(backend: Backend) -> None:
@@ -214,7 +214,7 @@ def _batch(rng: np.random.Generator, name: str, n: int) -> tuple[np.ndarray, np.
     return x, rng.normal(size=(n, 24)).astype(np.float32) if s.needs_embedding else None
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in STRATEGIES.items() if not s.scores_ids))
+@pytest.mark.parametrize("name", sorted(n for n, s in POINTWISE.items() if not s.scores_ids))
 def test_a_row_scores_the_same_bits_at_any_position(backend: Backend, name: str) -> None:
     """Shifted, shuffled or copied, a row keeps its score to the bit: the top-K's id order among
     equal items rests on it (a backend whose sums depend on a row's address broke it)."""
@@ -257,7 +257,7 @@ def torch_cpu() -> Backend:
 
 @pytest.mark.parametrize("n", [1, 257])
 @pytest.mark.parametrize("c", [2, 10, 100])
-@pytest.mark.parametrize("name", sorted(n for n, s in STRATEGIES.items() if not s.scores_ids))
+@pytest.mark.parametrize("name", sorted(n for n, s in POINTWISE.items() if not s.scores_ids))
 def test_backends_agree_closer_than_the_reference_tolerance(backend: Backend, torch_cpu: Backend, name: str, c: int,
                                                            n: int) -> None:
     """Same math op for op: every backend within 1e-5 of the torch CPU kernels (float32 each)."""

@@ -61,6 +61,12 @@ class Backend(Protocol):
     def score(self, strategy: Strategy, x: Array | None, *, embedding: Array | None = None,
               ids: Array | None = None, options: ScoreOptions) -> Array: ...  # [N]; BadInput names a bad row
 
+    def gumbel_keys(self, scores: Array, ids: Array, seed: int, beta: float, power: bool) -> Array: ...
+    # float64 [N]: β·s (or β·log s) plus a Gumbel draw seeded by (seed, id); the top K of these
+    # keys is a sample of K without replacement, p ∝ exp(β·s) (or s^β): stochastic's selection
+
+    def predicted_class(self, x: Array, kind: str) -> Array: ...  # int64 [N] on the host: argmax of p (of p̄ over samples)
+
     def empty_top(self, k: int) -> TopK: ...
 
     def runner(self, path: Path, config: Any, mc: bool) -> Runner: ...  # ModelConfigError if it cannot host it

@@ -29,11 +29,12 @@ def feed_for(name: str, samples: int, seed: int, spec: Spec, models: ModelReposi
         return None
     model = models.get(name)
     sampled = bool(model.config.committee) or samples > 0
-    if spec.strategy.rank == 3 and not sampled:
-        raise BadInput("model.samples", f"strategy {spec.strategy.name} needs {spec.strategy.shape}: "
+    scored = spec.kernel  # a selection's pre_score says what shape the model must give
+    if scored.rank == 3 and not sampled:
+        raise BadInput("model.samples", f"strategy {scored.name} needs {scored.shape}: "
                                         f"set samples > 0 (MC dropout) or use a committee")
-    if spec.strategy.rank == 2 and sampled:
-        raise BadInput("model", f"strategy {spec.strategy.name} takes [N, C]; {name} would give a sample axis")
+    if scored.rank == 2 and sampled:
+        raise BadInput("model", f"strategy {scored.name} takes [N, C]; {name} would give a sample axis")
     if samples < 0:
         raise BadInput("model.samples", f"must be ≥ 0, got {samples}")
     return Feed(model, samples, seed)

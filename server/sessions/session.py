@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
-from poolscore.server.backends.base import TopK
+from poolscore.server.backends.base import Backend, TopK
 from poolscore.server.errors import BadInput, SequenceGap
 from poolscore.server.models.feed import Feed
 from poolscore.server.pipeline import Scored
 from poolscore.server.strategies import Spec
+from poolscore.server.topk.balanced import BalancedTopK
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,10 @@ class State:
         """The state once `scored` (batch `seq`, scored from row `items`) is committed; self stays."""
         if scored.rows:  # a batch of no rows carries neither keys nor ids: it fits either kind of session
             self._check_keys(scored.keys is not None, seq)
-        top = self.top.merged(scored.scores, scored.ids)
+        if scored.classes is None:
+            top = self.top.merged(scored.scores, scored.ids)
+        else:
+            top = self.top.merged_by_class(scored.scores, scored.ids, scored.classes, scored.class_count)
         keys = self.keys
         if scored.keys is not None and top is not self.top:
             first = self.items
@@ -51,6 +55,13 @@ class State:
         if self.keyed is not None and keyed != self.keyed:
             sent, then = ("keys", "ids") if keyed else ("ids", "keys")
             raise BadInput("keys", f"batch {seq} sends {sent} but the session's first batch sent {then}")
+
+
+def empty_state(spec: Spec, k: int, backend: Backend) -> State:
+    """A session's first state: its selection's empty top-K (class_balanced keeps one per class)."""
+    if spec.selection.kind == "class_balanced":
+        return State(BalancedTopK.empty(k, spec.selection.priors))
+    return State(backend.empty_top(k))
 
 
 @dataclass

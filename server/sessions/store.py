@@ -20,14 +20,15 @@ class SessionStore:
         self._lock = threading.Lock()  # guards _sessions and each session's `used`; held for dict work only
         self.max_sessions, self.ttl_s = max_sessions, ttl_s
 
-    def create(self, spec: Spec, top: TopK, session_id: str = "", feed: Feed | None = None) -> Session:
+    def create(self, spec: Spec, first: State | TopK, session_id: str = "", feed: Feed | None = None) -> Session:
+        first = first if isinstance(first, State) else State(first)
         with self._lock:
             self._expire()
             if session_id and session_id in self._sessions:  # a retried create, or a reopen
-                return _same(self._sessions[session_id], Session(session_id, spec, State(top), feed))
+                return _same(self._sessions[session_id], Session(session_id, spec, first, feed))
             if len(self._sessions) >= self.max_sessions:
                 raise OverLimit(f"sessions: all {self.max_sessions} in use; delete finished ones")
-            session = Session(session_id or uuid.uuid4().hex, spec, State(top), feed=feed)
+            session = Session(session_id or uuid.uuid4().hex, spec, first, feed=feed)
             self._sessions[session.id] = session
             return session
 

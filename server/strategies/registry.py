@@ -19,6 +19,12 @@ class Strategy:
     needs_embedding: bool = False
     min_classes: int = 1
     entropic: bool = False  # the score is an entropy: base and normalized options apply
+    selects: bool = False  # a selection over another strategy's scores (its pre_score): no kernel of its own
+
+    @property
+    def pointwise(self) -> bool:
+        """Has a kernel of its own: scores each row from its tensors alone."""
+        return not self.selects
 
     @property
     def scores_ids(self) -> bool:
@@ -49,9 +55,14 @@ _ALL = [
     Strategy("expected_gradient_length", "[N, C]", "|h| sum_c p_c |p - e_c| (embedding h [N, D])",
              needs_embedding=True),
     Strategy("random", "[N] ids", "uniform from a seeded hash of the id"),
+    Strategy("stochastic", "as pre_score", "a sample of K without replacement, p ∝ exp(β·s) or s^β "
+             "(Gumbel top-K over the pre_score s)", selects=True),
+    Strategy("class_balanced", "as pre_score", "the best by pre_score within per-predicted-class quotas",
+             selects=True),
 ]
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in _ALL}
+POINTWISE: dict[str, Strategy] = {s.name: s for s in _ALL if s.pointwise}  # each backend has a kernel for these
 
 
 def strategy_named(name: str) -> Strategy:

@@ -12,6 +12,8 @@ from poolscore.server.strategies.registry import Strategy
 
 def tensors(strategy: Strategy, field: str, x, embedding, ids) -> None:
     """Raise BadInput naming the field when `strategy` cannot take these tensors."""
+    if not strategy.pointwise:  # a selection: the session runs its pre_score's kernel
+        raise BadInput("strategy.name", f"{strategy.name} selects over a pre_score; it scores no batch itself")
     if strategy.scores_ids:
         if ids is None:
             raise BadInput("ids", f"strategy {strategy.name} scores ids; none were sent")

@@ -19,13 +19,17 @@ def spec_of(wire: pb.StrategySpec) -> Spec:
     """A StrategySpec as the core's Spec; errors name its fields (strategy.temperature)."""
     kind = _KINDS.get(wire.input_kind, str(wire.input_kind))  # an unknown enum value is named as sent
     return parse_spec(wire.name, {"input_kind": kind, "temperature": wire.temperature, "base": wire.base,
-                                  "normalized": wire.normalized, "seed": wire.seed})
+                                  "normalized": wire.normalized, "seed": wire.seed, "pre_score": wire.pre_score,
+                                  "beta": wire.beta, "sampling": wire.sampling, "class_priors": list(wire.class_priors)})
 
 
 def spec_to_pb(spec: Spec) -> pb.StrategySpec:
-    o = spec.options
+    o, sel = spec.options, spec.selection
+    selects = spec.strategy.selects
     return pb.StrategySpec(name=spec.strategy.name, input_kind=_WIRE_KINDS[o.input_kind.value], temperature=o.temperature,
-                           base=o.base, normalized=o.normalized, seed=o.seed)
+                           base=o.base, normalized=o.normalized, seed=o.seed,
+                           pre_score=spec.kernel.name if selects else "", beta=sel.beta if sel.kind == "stochastic" else 0.0,
+                           sampling=sel.sampling if sel.kind == "stochastic" else "", class_priors=list(sel.priors))
 
 
 def feed_of(wire: pb.ModelSpec, spec: Spec, models: ModelRepository) -> Feed | None:

@@ -20,6 +20,7 @@ from poolscore.server.backends.base import Backend
 from poolscore.server.errors import BadInput, ModelNotFound
 from poolscore.server.ingest.dtypes import BY_WIRE, wire_of
 from poolscore.server.ingest.tensors import Batch, RawTensor, checked
+from poolscore.server.metrics import Metrics
 from poolscore.server.models.feed import feed_for
 from poolscore.server.models.hosted import Committee
 from poolscore.server.models.repository import ModelRepository
@@ -34,7 +35,8 @@ _SCORER_INPUTS = ("logits", "embedding", "ids")
 
 
 class InferenceServicer:
-    def __init__(self, backend: Backend, models: ModelRepository, pipeline: Pipeline, metrics, version: str) -> None:
+    def __init__(self, backend: Backend, models: ModelRepository, pipeline: Pipeline, metrics: Metrics,
+                 version: str) -> None:
         self.backend, self.models, self.pipeline, self.metrics, self.version = backend, models, pipeline, metrics, version
 
     @maps_errors
@@ -47,7 +49,7 @@ class InferenceServicer:
 
     @maps_errors
     def ModelReady(self, req: oip.ModelReadyRequest, context: grpc.ServicerContext) -> oip.ModelReadyResponse:
-        return oip.ModelReadyResponse(ready=req.name in self.models.models or req.name in STRATEGIES)
+        return oip.ModelReadyResponse(ready=req.name in self.models.models or _is_scorer(req.name))
 
     @maps_errors
     def ServerMetadata(self, req: oip.ServerMetadataRequest, context: grpc.ServicerContext) -> oip.ServerMetadataResponse:
@@ -104,11 +106,15 @@ class InferenceServicer:
         return out
 
 
+def _is_scorer(name: str) -> bool:
+    """A pointwise strategy answers as a scorer model (a selection needs a session)."""
+    return name in STRATEGIES and STRATEGIES[name].pointwise
+
+
 def _scorer(name: str) -> Strategy:
-    s = STRATEGIES.get(name)
-    if s is None:
+    if not _is_scorer(name):
         raise ModelNotFound(name)
-    return s
+    return STRATEGIES[name]
 
 
 def _inputs(req: oip.ModelInferRequest) -> dict[str, RawTensor]:

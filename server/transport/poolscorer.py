@@ -6,15 +6,15 @@ from typing import Iterator
 
 import grpc
 
-from poolscore.server.backends.base import Backend, TopK
+from poolscore.server.backends.base import Backend
 from poolscore.server.config import ServeConfig
 from poolscore.server.errors import BadInput
 from poolscore.server.metrics import Metrics
 from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline
-from poolscore.server.sessions.session import Session, State
+from poolscore.server.sessions.session import Session, State, empty_state
 from poolscore.server.sessions.store import SessionStore
-from poolscore.server.strategies import check_k
+from poolscore.server.strategies import Spec, check_k
 from poolscore.server.transport import messages as msg
 from poolscore.server.transport.readahead import read_ahead
 from poolscore.server.transport.statuses import maps_errors
@@ -36,7 +36,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         for req in read_ahead(requests, active=context.is_active):  # a gone caller's queued batches: unscored
             if session is None:  # the first message opens the pool: strategy, k, model
                 spec = msg.spec_of(req.strategy)
-                session = Session("pool", spec, State(self._empty_top(req.k)), msg.feed_of(req.model, spec, self.models))
+                session = Session("pool", spec, self._first(spec, req.k), msg.feed_of(req.model, spec, self.models))
                 if not req.batch.carries_rows:
                     continue  # a header alone: a pool of no rows still gets its (empty) top-K
             with self.metrics.batch_seconds.labels("ScorePool").time():
@@ -62,7 +62,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     @maps_errors
     def CreateSession(self, req: pb.CreateSessionRequest, context: grpc.ServicerContext) -> pb.Session:
         spec = msg.spec_of(req.strategy)
-        session = self.sessions.create(spec, self._empty_top(req.k), req.session_id,
+        session = self.sessions.create(spec, self._first(spec, req.k), req.session_id,
                                        msg.feed_of(req.model, spec, self.models))
         return msg.session_to_pb(session)
 
@@ -107,8 +107,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         scored = self.pipeline.score(session.spec, req.batch, seq=seq, first_row=state.items, feed=session.feed)
         return state.after(seq, scored)
 
-    def _empty_top(self, k: int) -> TopK:
-        return self.backend.empty_top(check_k(k, self.config.max_k))
+    def _first(self, spec: Spec, k: int) -> State:
+        return empty_state(spec, check_k(k, self.config.max_k), self.backend)
 
 
 def version() -> str:

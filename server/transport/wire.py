@@ -9,6 +9,8 @@ so any client works; this is only a faster reader.
 """
 from __future__ import annotations
 
+import functools
+
 from google.protobuf.message import DecodeError
 
 from poolscore.server.errors import BadInput
@@ -25,9 +27,9 @@ class Parsed:
     def __getattr__(self, name: str):  # session_id, seq, keys, strategy, k: the small fields
         return getattr(self.message, name)
 
-    @property
+    @functools.cached_property
     def batch(self) -> Batch:
-        """The tensors and keys, for the pipeline (ScoreBatchRequest has no keys)."""
+        """The tensors and keys, for the pipeline (ScoreBatchRequest has no keys); made once."""
         return Batch(self.tensors, list(getattr(self.message, "keys", ())))
 
 

@@ -42,20 +42,28 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class StrategySpec(_message.Message):
-    __slots__ = ("name", "input_kind", "temperature", "base", "normalized", "seed")
+    __slots__ = ("name", "input_kind", "temperature", "base", "normalized", "seed", "pre_score", "beta", "sampling", "class_priors")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_KIND_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
     NORMALIZED_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PRE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    CLASS_PRIORS_FIELD_NUMBER: _ClassVar[int]
     name: str
     input_kind: InputKind
     temperature: float
     base: float
     normalized: bool
     seed: int
-    def __init__(self, name: _Optional[str] = ..., input_kind: _Optional[_Union[InputKind, str]] = ..., temperature: _Optional[float] = ..., base: _Optional[float] = ..., normalized: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+    pre_score: str
+    beta: float
+    sampling: str
+    class_priors: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., input_kind: _Optional[_Union[InputKind, str]] = ..., temperature: _Optional[float] = ..., base: _Optional[float] = ..., normalized: _Optional[bool] = ..., seed: _Optional[int] = ..., pre_score: _Optional[str] = ..., beta: _Optional[float] = ..., sampling: _Optional[str] = ..., class_priors: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
     __slots__ = ("name", "samples", "seed")

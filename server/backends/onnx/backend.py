@@ -77,6 +77,21 @@ class OnnxBackend:
             raise validate.bad_row(field, field, _float32(x[row]), None if emb is None else emb[row], row)
         return scores
 
+    def gumbel_keys(self, scores: np.ndarray, ids: np.ndarray, seed: int, beta: float, power: bool) -> np.ndarray:
+        u = self.scorer.score("random", ids, options=ScoreOptions(seed=seed)) + 2.0**-54  # in (0, 1)
+        s = np.asarray(scores, np.float64)
+        with np.errstate(divide="ignore"):  # power sampling: a score of 0 is never drawn (log 0 = -inf)
+            return beta * (np.log(s) if power else s) - np.log(-np.log(u))
+
+    def predicted_class(self, x: np.ndarray, kind: str) -> np.ndarray:
+        if x.ndim == 3:  # the class of the mean prediction over samples
+            z = np.asarray(x, np.float64)
+            if kind != "probabilities":
+                z = np.exp(z - z.max(-1, keepdims=True))
+                z /= z.sum(-1, keepdims=True)
+            x = z.mean(1)
+        return np.asarray(x).argmax(-1).astype(np.int64)
+
     def empty_top(self, k: int) -> NumpyTopK:
         return NumpyTopK.empty(k, np.float64)
 

@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from poolscore.server.backends.onnx.builder import CLASS, MIN_OPSET, SAMPLE, Graph, Softmax, row_guard, row_max
-from poolscore.server.strategies import STRATEGIES, InputKind
+from poolscore.server.strategies import POINTWISE as STRATEGIES, InputKind
 
 INPUT_KINDS = tuple(k.value for k in InputKind)
 Build = Callable[[Graph, str, str, "str | None"], str]  # (graph, z, input kind, embedding) → scores

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from poolscore.server.backends.onnx.graphs import scorer_graph
-from poolscore.server.strategies import STRATEGIES, ScoreOptions, options_from
+from poolscore.server.strategies import POINTWISE as STRATEGIES, ScoreOptions, options_from
 
 
 _MIN_SPLIT_ROWS = 4096  # a split smaller than this costs more in run overhead than it saves

@@ -12,6 +12,7 @@ import torch
 
 from poolscore.server.backends.base import Runner
 from poolscore.server.backends.torch import device as devices
+from poolscore.server.backends.torch.hashing import random_scores
 from poolscore.server.backends.torch.scorer import Scorer
 from poolscore.server.ingest.tensors import RawTensor, checked
 from poolscore.server.models.config import ModelConfig
@@ -66,6 +67,18 @@ class TorchBackend:
     def score(self, strategy: Strategy, x: torch.Tensor | None, *, embedding: torch.Tensor | None = None,
               ids: torch.Tensor | None = None, options: ScoreOptions) -> torch.Tensor:
         return self.scorer.score(strategy, x, embedding=embedding, ids=ids, options=options)
+
+    def gumbel_keys(self, scores: torch.Tensor, ids: torch.Tensor, seed: int, beta: float, power: bool) -> torch.Tensor:
+        u = random_scores(ids.to(self.device), seed) + 2.0**-54  # in (0, 1): the log of a log stays finite
+        s = scores.to(torch.float64)
+        return beta * (torch.log(s) if power else s) - torch.log(-torch.log(u))
+
+    def predicted_class(self, x: torch.Tensor, kind: str) -> torch.Tensor:
+        x = x.to(self.device)
+        if x.dim() == 3:  # the class of the mean prediction over samples
+            z = x.to(torch.float64)
+            x = (z if kind == "probabilities" else torch.softmax(z, -1)).mean(1)  # log-probabilities: softmax is exp
+        return x.argmax(-1).cpu()
 
     def empty_top(self, k: int) -> TorchTopK | NumpyTopK:
         return empty_top(k, self.device)

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import torch
 
-from poolscore.server.backends.torch.softmax import (
-    class_counts, entropy_of_probabilities, logits_of, row_guard, softmax,
-)
+from poolscore.server.backends.torch.softmax import class_counts, logits_of, row_guard, softmax
 
 
 def vote_entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """-Σ_c (V_c/M) log(V_c/M), V_c = members whose argmax is c.
 
-    The shares are sorted before they are summed, so that equal counts over other classes
-    (a permutation of one vote pattern) sum in one order and tie exactly."""
+    Summed by vote count rather than by class: Σ_v h_v·e_v, h_v = the classes with v votes and
+    e_v = -(v/M) log(v/M). Equal counts over other classes (one vote pattern, permuted) then
+    give the same sum in the same order and tie exactly, with no sort of the classes."""
     z = logits_of(x, kind)
-    share = class_counts(z.argmax(-1), x.shape[-1], z.dtype) / x.shape[1]  # argmax: [N, M]
-    return entropy_of_probabilities(share.sort(-1).values) + row_guard(z, z.amax(-1), kind)
+    members = x.shape[1]
+    counts = class_counts(z.argmax(-1), x.shape[-1], torch.int64)  # argmax: [N, M] → counts [N, C]
+    h = class_counts(counts, members + 1, z.dtype)  # [N, M + 1]
+    share = torch.arange(members + 1, dtype=torch.float64, device=z.device) / members
+    e = (-torch.special.xlogy(share, share)).to(z.dtype)  # [M + 1]
+    return (h * e).sum(-1) + row_guard(z, z.amax(-1), kind)
 
 
 def _kl_to_mean(x: torch.Tensor, inv_t: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
