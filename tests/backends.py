@@ -31,7 +31,3 @@ def score(backend: Backend, name: str, x: np.ndarray | None = None, emb: np.ndar
 
     out = backend.score(strategy_named(name), arr(x), embedding=arr(emb), ids=arr(ids), options=ScoreOptions(**options))
     return backend.to_numpy(out).astype(np.float64)
-
-
-def numpy_of(backend: Backend, a) -> np.ndarray:
-    return backend.to_numpy(a)

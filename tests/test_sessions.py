@@ -58,13 +58,13 @@ def test_commit_swaps_only_the_state_it_was_computed_from() -> None:
 
 def test_store_limits_expiry_and_conflicts() -> None:
     store = SessionStore(max_sessions=2, ttl_s=3600)
-    a = store.create(SPEC, NumpyTopK.empty(5), "a")
-    assert store.create(SPEC, NumpyTopK.empty(5), "a") is a  # a retried create
+    a = store.create(SPEC, State(NumpyTopK.empty(5)), "a")
+    assert store.create(SPEC, State(NumpyTopK.empty(5)), "a") is a  # a retried create
     with pytest.raises(SessionConflict, match=r"exists with strategy entropy .*k=5; this create asks for .*k=6"):
-        store.create(SPEC, NumpyTopK.empty(6), "a")
-    store.create(SPEC, NumpyTopK.empty(5))
+        store.create(SPEC, State(NumpyTopK.empty(6)), "a")
+    store.create(SPEC, State(NumpyTopK.empty(5)))
     with pytest.raises(OverLimit, match="all 2 in use"):
-        store.create(SPEC, NumpyTopK.empty(5))
+        store.create(SPEC, State(NumpyTopK.empty(5)))
     assert store.delete("a") is a and len(store) == 1
     with pytest.raises(SessionNotFound):
         store.get("a")
@@ -72,7 +72,7 @@ def test_store_limits_expiry_and_conflicts() -> None:
 
 def test_idle_sessions_expire() -> None:
     store = SessionStore(max_sessions=4, ttl_s=-1.0)  # every session is idle past the TTL at once
-    store.create(SPEC, NumpyTopK.empty(5), "old")
+    store.create(SPEC, State(NumpyTopK.empty(5)), "old")
     with pytest.raises(SessionNotFound, match="'old' not found"):
         store.get("old")
     assert len(store) == 0

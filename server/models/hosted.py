@@ -101,7 +101,7 @@ class Committee:
         return self.backend.xp.stack([m.forward(x)[0] for m in self.members], 1), None
 
     def info(self) -> ModelInfo:
-        first = self.members[0].config
+        first = self.input_config
         return ModelInfo(self.name, "committee", self.config.strategy, first.input_name, first.input_dtype,
                          first.input_shape, members=tuple(self.config.committee))
 

@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 
-from poolscore.server.backends.base import TopK
 from poolscore.server.errors import OverLimit, SessionConflict, SessionNotFound
 from poolscore.server.models.feed import Feed
 from poolscore.server.sessions.session import Session, State
@@ -20,8 +19,7 @@ class SessionStore:
         self._lock = threading.Lock()  # guards _sessions and each session's `used`; held for dict work only
         self.max_sessions, self.ttl_s = max_sessions, ttl_s
 
-    def create(self, spec: Spec, first: State | TopK, session_id: str = "", feed: Feed | None = None) -> Session:
-        first = first if isinstance(first, State) else State(first)
+    def create(self, spec: Spec, first: State, session_id: str = "", feed: Feed | None = None) -> Session:
         with self._lock:
             self._expire()
             if session_id and session_id in self._sessions:  # a retried create, or a reopen

@@ -107,9 +107,12 @@ def _tensor(buf: memoryview, field: str) -> RawTensor:
     return RawTensor(dtype_name(dtype), tuple(shape), data)
 
 
+_DTYPE_NAMES = {code: pb.DataType.Name(code) for code in pb.DataType.values()}  # once, not per tensor
+
+
 def dtype_name(code: int) -> str:
     """poolscore.v1.DataType's name for a code ("FP32"); an unknown code as its number."""
-    return pb.DataType.Name(code) if code in pb.DataType.values() else str(code)
+    return _DTYPE_NAMES.get(code, str(code))
 
 
 # Tensor-valued field numbers of each message that carries tensors (scoring.proto)
