@@ -60,11 +60,25 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=0.0, help="stochastic: sharpness of sampling (default 1)")
     p.add_argument("--sampling", default="", choices=["", "softmax", "power"], help="stochastic: p ∝ exp(β·s) or s^β")
     p.add_argument("--class-priors", type=_floats, default=(), help="class_balanced: quotas ∝ these, e.g. 0.5,0.3,0.2")
+    p.add_argument("--candidates", type=int, default=0,
+                   help="set-level strategies: the candidate set's size M (default 10·k)")
+    p.add_argument("--eta", type=float, default=0.0, help="expected_error_reduction: step size (default 1 / mean |h|²)")
+    p.add_argument("--reference", type=int, default=0, help="expected_error_reduction: reference sample size (default 1000)")
+    p.add_argument("--loss", default="", choices=["", "entropy", "zero_one"], help="expected_error_reduction: the loss")
+    p.add_argument("--labeled", type=Path, help="coreset: a .npy of labeled items' embeddings [L, D], the first centers")
     p.add_argument("--logits-column", default="logits")
     p.add_argument("--id-column", default="id")
     p.add_argument("--embedding-column", default="embedding")
     p.add_argument("--device", default="auto", help="embedded server's device (auto, cpu, cuda)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _labeled(path: Path):
+    import numpy as np
+
+    if not path.exists():
+        raise FileNotFoundError(f"labeled file {path} does not exist")
+    return np.load(path, allow_pickle=False)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -89,14 +103,17 @@ def _score(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"pool file {args.pool} does not exist")
     options = dict(input_kind=args.input_kind, temperature=args.temperature, base=args.base,
                    normalized=args.normalized, seed=args.seed, pre_score=args.pre_score, beta=args.beta,
-                   sampling=args.sampling, class_priors=args.class_priors)
+                   sampling=args.sampling, class_priors=args.class_priors, candidates=args.candidates, eta=args.eta,
+                   reference=args.reference, loss=args.loss)
+    labeled = None if args.labeled is None else _labeled(args.labeled)
     columns = dict(logits_column=args.logits_column, id_column=args.id_column, embedding_column=args.embedding_column)
     rows = count_rows(args.pool, args.logits_column)
     bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=args.pool.name,
                disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
     with _target(args, rows) as target, Client(target, token=args.token if args.target else None) as client, bar:
         client.wait_ready(timeout=60)
-        top = client.score_pool(str(args.pool), args.strategy, args.k, progress=bar.update, columns=columns, **options)
+        top = client.score_pool(str(args.pool), args.strategy, args.k, progress=bar.update, columns=columns,
+                                 labeled=labeled, **options)
     if args.out:
         results.write(top, args.out)
         print(f"wrote the top {len(top)} of {top.items} items to {args.out}", file=sys.stderr)

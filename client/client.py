@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import grpc
@@ -15,47 +14,9 @@ from poolscore.client.auth import with_token
 from poolscore.client.errors import BadBatch, SequenceGap, Unavailable, from_rpc_error
 from poolscore.client.pools import Batch, as_ids, batches_of
 from poolscore.client.sessions import Session
+from poolscore.client.specs import TopK, model_spec, strategy_spec
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
-
-_KINDS = {"logits": pb.LOGITS, "probabilities": pb.PROBABILITIES, "log_probabilities": pb.LOG_PROBABILITIES}
-_OPTIONS = ("input_kind", "temperature", "base", "normalized", "seed", "pre_score", "beta", "sampling", "class_priors")
-
-
-@dataclass(frozen=True, eq=False)
-class TopK:
-    ids: np.ndarray  # int64, best first (empty when the pool was keyed by strings)
-    scores: np.ndarray  # float64, aligned
-    keys: list[str] = field(default_factory=list)  # string ids, when the pool had them
-    items: int = 0  # items scored
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, TopK) and np.array_equal(self.ids, other.ids)
-                and np.array_equal(self.scores, other.scores) and self.keys == other.keys)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    @classmethod
-    def from_pb(cls, m: pb.TopK) -> "TopK":
-        return cls(np.array(m.ids, np.int64), np.array(m.scores, np.float64), list(m.keys), m.items)
-
-
-def model_spec(model: str | None, samples: int, seed: int) -> pb.ModelSpec | None:
-    """A hosted model to run raw inputs through (None: batches carry logits)."""
-    return pb.ModelSpec(name=model, samples=samples, seed=seed) if model else None
-
-
-def strategy_spec(strategy: str, options: dict) -> pb.StrategySpec:
-    unknown = set(options) - set(_OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown scoring options {sorted(unknown)}; known: {', '.join(_OPTIONS)}")
-    kind = options.get("input_kind", "logits")
-    if kind not in _KINDS:
-        raise ValueError(f"input_kind must be one of {', '.join(_KINDS)}, got {kind!r}")
-    given = {k: v for k, v in options.items() if k != "input_kind" and v is not None}  # absent: the server's default
-    return pb.StrategySpec(name=strategy, input_kind=_KINDS[kind], **given)
-
 
 class _Requests:
     """A request iterator that keeps its own exception: gRPC reports it only as
@@ -192,12 +153,14 @@ class Client:
 
     def score_pool(self, pool, strategy: str = "entropy", k: int = 100, *, ids=None, embedding=None, keys=None,
                    model: str | None = None, samples: int = 0, model_seed: int = 0,
-                   progress: Callable[[int], None] | None = None, columns: dict | None = None, **options) -> TopK:
+                   progress: Callable[[int], None] | None = None, columns: dict | None = None,
+                   labeled: np.ndarray | None = None, **options) -> TopK:
         """The top-k of a pool: an array, an iterable of (ids, logits[, embedding]), or a pool file.
 
         With `model`, the arrays are raw inputs for that hosted model (`samples` > 0: MC
         dropout passes). Batches are streamed without waiting for the server between them;
-        `progress(rows)` is called as each batch is handed to the transport.
+        `progress(rows)` is called as each batch is handed to the transport. `labeled`: coreset's
+        first centers, the embeddings [L, D] of items labeled already.
         """
         spec = strategy_spec(strategy, options)
         hosted = model_spec(model, samples, model_seed)
@@ -206,6 +169,7 @@ class Client:
 
         def requests() -> Iterator[bytes]:
             yield pb.ScoreRequest(strategy=spec, k=k, model=hosted).SerializeToString()  # a pool of no rows still answers
+            yield from wire.labeled_requests(labeled, self.batch_bytes)
             for batch in source:
                 yield wire.encode(pb.ScoreRequest(), batch, numbers)
                 if progress is not None:
@@ -248,6 +212,18 @@ class Client:
               embedding: np.ndarray | None = None, keys: list[str] | None = None) -> pb.ScoreAck:
         """Add one batch to a session (split under the message limit); returns the last ack."""
         return self.stream(session_id, [Batch(logits, as_ids(ids), embedding, keys)])
+
+    def add_labeled(self, session_id: str, labeled: np.ndarray) -> pb.ScoreAck:
+        """Send a coreset session the embeddings [L, D] of items labeled already (its first
+        centers), as batches of no rows at its next seqs; returns the last ack."""
+        session = self.get_session(session_id)
+        ack = None
+        with _mapped():
+            for seq, req in enumerate(wire.labeled_requests(labeled, self.batch_bytes), start=session.next_seq):
+                small = pb.ScoreRequest(session_id=session_id, seq=seq).SerializeToString()
+                for ack in self._score(iter([small + req]), timeout=self.timeout):
+                    self._committed[session_id] = (ack.seq + 1, ack.items)
+        return ack
 
     def stream(self, session_id: str, batches: Iterable[Batch | tuple], *, resume: bool = False,
                progress: Callable[[int], None] | None = None) -> pb.ScoreAck:

@@ -44,6 +44,21 @@ def tensor_parts(number: int, array: np.ndarray) -> list:
     return [_len_field(number, len(head) + a.nbytes) + head, memoryview(a.reshape(-1).view(np.uint8))]
 
 
+LABELED = 11  # ScoreRequest.labeled
+
+
+def labeled_requests(labeled: np.ndarray | None, batch_bytes: int):
+    """ScoreRequest bytes carrying only `labeled` rows, each under batch_bytes."""
+    if labeled is None:
+        return
+    labeled = np.ascontiguousarray(labeled, np.float32)
+    if labeled.ndim != 2:
+        raise ValueError(f"labeled needs shape [L, D], got {list(labeled.shape)}")
+    step = max(1, batch_bytes // max(1, labeled.shape[1] * 4))
+    for start in range(0, len(labeled), step):
+        yield b"".join(tensor_parts(LABELED, labeled[start:start + step]))
+
+
 def encode(small, batch: Batch, numbers: dict[str, int]) -> bytes:
     """`small` (a message without tensors) plus the batch's tensors, as one message's bytes."""
     parts: list = [small.SerializeToString()]

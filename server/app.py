@@ -19,6 +19,7 @@ from poolscore.server.metrics import Metrics
 from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline
 from poolscore.server.runtime.allocator import keep_freed_memory
+from poolscore.server.runtime.budget import MemoryBudget
 from poolscore.server.sessions.store import SessionStore
 from poolscore.server.strategies import STRATEGIES
 from poolscore.server.transport import handlers
@@ -72,7 +73,7 @@ def build_server(config: ServeConfig) -> App:
                          options=options, interceptors=[TokenAuth(config.token, denied)] if config.token else [])
     models = ModelRepository(Path(config.model_repo) if config.model_repo else None, backend)
     pipeline = Pipeline(backend, metrics)
-    sessions = SessionStore(config.max_sessions, config.session_ttl_s)
+    sessions = SessionStore(config.max_sessions, config.session_ttl_s, MemoryBudget(config.session_memory_mb * 2**20))
     server.add_generic_rpc_handlers((
         handlers.poolscorer(PoolScorer(config, backend, sessions, metrics, models, pipeline)),
         handlers.inference(InferenceServicer(backend, models, pipeline, metrics, version()))))

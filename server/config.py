@@ -23,6 +23,7 @@ class ServeConfig:
     max_k: int = 1_000_000
     max_message_bytes: int = 64 * 1024 * 1024
     session_ttl_s: float = 3600.0  # idle sessions are dropped after this long
+    session_memory_mb: int = 4096  # set-level sessions reserve their candidate sets from this budget
     workers: int = 16  # gRPC handler threads
     threads: int = 0  # kernels' intra-op threads (0: half the cores; gRPC's threads need the rest)
     token: str = ""  # bearer token every RPC but health and reflection must carry ("" for none)

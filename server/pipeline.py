@@ -5,14 +5,17 @@ protocol it speaks (PoolScorer, the Open Inference Protocol), and gets back a Sc
 grpc or protobuf here. Raises BadInput (or UnknownStrategy) before anything is committed."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+import numpy as np
 
 from poolscore.server.backends.base import Array, Backend
 from poolscore.server.errors import BadInput
 from poolscore.server.ingest.tensors import Batch, check_ids, rows_of
 from poolscore.server.metrics import Metrics
 from poolscore.server.models.feed import Feed
-from poolscore.server.strategies import Spec
+from poolscore.server.strategies import STRATEGIES, Spec
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Scored:
     embedding: Array | None = None
     classes: Array | None = None  # class_balanced: each row's predicted class, int64 on the host
     class_count: int = 0
+    host: Mapping[str, np.ndarray] | None = None  # set-level: host arrays the candidate set takes rows from
 
 
 class Pipeline:
@@ -47,11 +51,12 @@ class Pipeline:
 
     def _score(self, spec: Spec, batch: Batch, first_row: int, feed: Feed | None) -> Scored:
         keys = list(batch.keys)
-        x, emb, sent_ids, inputs = (self._view(batch, name) for name in ("logits", "embedding", "ids", "inputs"))
+        x, emb, sent_ids, inputs, labeled = (self._view(batch, name)
+                                             for name in ("logits", "embedding", "ids", "inputs", "labeled"))
         ran_model = inputs is not None
         if ran_model:
             x, emb = _through_model(feed, x, emb, inputs)
-        rows = rows_of(x, sent_ids, keys)
+        rows = rows_of(x if x is not None else emb, sent_ids, keys)
         if keys and sent_ids is not None:
             raise BadInput("keys", "send ids or keys, not both")
         if keys and len(keys) != rows:
@@ -59,10 +64,32 @@ class Pipeline:
         if sent_ids is not None:
             check_ids(sent_ids, rows)
         ids = sent_ids if sent_ids is not None else self.backend.arange(first_row, rows)  # keys: the row number stands in
+        if spec.selection.set_level:
+            scores, host = self._candidates(spec, rows, x, emb, ids, labeled)
+            return Scored(scores, ids, keys or None, rows, batch.nbytes, *((x, emb) if ran_model else (None, None)),
+                          host=host)
+        if labeled is not None:
+            raise BadInput("labeled", f"labeled embeddings seed coreset, not {spec.strategy.name}")
         scores = self.backend.score(spec.kernel, x, embedding=emb, ids=ids, options=spec.options)
         scores, classes = self._selection(spec, scores, ids, x)
         return Scored(scores, ids, keys or None, rows, batch.nbytes, *((x, emb) if ran_model else (None, None)),
                       classes=classes, class_count=0 if classes is None else x.shape[-1])
+
+    def _candidates(self, spec: Spec, rows: int, x, emb, ids, labeled) -> tuple[Array, dict[str, np.ndarray]]:
+        """A set-level batch: its pre-scores, and the host arrays its candidates' rows come from
+        (EER also draws its reference sample by a second seeded hash of the ids)."""
+        b = self.backend
+        host = {"labeled": None if labeled is None else b.to_numpy(labeled)}
+        if rows == 0:  # labeled seeds alone, or an empty batch
+            empty = np.empty(0)
+            return b.from_numpy(empty), {**host, "scores": empty, "ids": np.empty(0, np.int64)}
+        scores = b.score(spec.kernel, x, embedding=emb, ids=ids, options=spec.options)
+        host.update(scores=b.to_numpy(scores).astype(np.float64), ids=b.to_numpy(ids), x=None if x is None else b.to_numpy(x),
+                    embedding=None if emb is None else b.to_numpy(emb))
+        if spec.selection.kind == "expected_error_reduction":
+            ref = b.score(STRATEGIES["random"], None, ids=ids, options=replace(spec.options, seed=_reference_seed(spec)))
+            host["reference_scores"] = b.to_numpy(ref).astype(np.float64)
+        return scores, host
 
     def _selection(self, spec: Spec, scores: Array, ids: Array, x: Array | None) -> tuple[Array, Array | None]:
         """What a selection strategy adds to the pre-scores: Gumbel keys, or each row's class."""
@@ -87,3 +114,8 @@ def _through_model(feed: Feed | None, x: Array | None, emb: Array | None, inputs
         raise BadInput("inputs", "send logits or inputs, not both")
     logits, model_emb = feed.model.forward(inputs, feed.samples, feed.seed)
     return logits, emb if emb is not None else model_emb
+
+
+def _reference_seed(spec: Spec) -> int:
+    """EER's reference sample is drawn by its own hash, not the candidates' (a random pre-score's)."""
+    return (spec.options.seed ^ 0x5DEECE66D) % 2**63

@@ -191,3 +191,27 @@ def test_selection_strategies_and_their_flags(served: str, tmp_path: Path, flags
     with Client(served) as c:
         want = c.score_pool([(ids, logits)], flags[1], 30, **options).ids.tolist()
     assert got == want and len(got) == 30
+
+
+@pytest.mark.parametrize("flags, options", [
+    (["--strategy", "coreset", "--candidates", "500"], dict(candidates=500)),
+    (["--strategy", "expected_error_reduction", "--reference", "200", "--eta", "0.5", "--loss", "zero_one"],
+     dict(reference=200, eta=0.5, loss="zero_one")),
+])
+def test_set_level_strategies_and_their_flags(served: str, tmp_path: Path, flags: list[str], options: dict) -> None:
+    rng = np.random.default_rng(5)
+    ids, logits = make_pool.make(1500, 5, seed=3)
+    embedding = rng.normal(size=(1500, 6)).astype(np.float32)
+    np.savez(tmp_path / "pool.npz", ids=ids, logits=logits, embedding=embedding)
+    labeled = rng.normal(size=(40, 6)).astype(np.float32)
+    np.save(tmp_path / "labeled.npy", labeled)
+    extra = ["--labeled", str(tmp_path / "labeled.npy")] if flags[1] == "coreset" else []
+    done = run("score", str(tmp_path / "pool.npz"), "-k", "12", *flags, *extra, "--target", served,
+               "--out", str(tmp_path / "top.csv"))
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "top.csv").open() as f:
+        got = [int(r["id"]) for r in csv.DictReader(f)]
+    with Client(served) as c:
+        want = c.score_pool([(ids, logits, embedding)], flags[1], 12, labeled=labeled if extra else None,
+                            **options).ids.tolist()
+    assert got == want and len(got) == 12

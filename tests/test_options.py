@@ -41,7 +41,7 @@ def test_a_spec_is_a_registered_strategy_with_its_options() -> None:
     assert spec.strategy.name == "entropy" and spec.options.base == 2.0
     assert spec == parse_spec("entropy", {"base": 2}) and spec != parse_spec("entropy", {})
     assert spec.describe() == "strategy entropy (logits, temperature 1, base 2, normalized False, seed 0)"
-    with pytest.raises(BadInput, match=r"strategy.name: missing; one of bald, class_balanced, entropy"):
+    with pytest.raises(BadInput, match=r"strategy.name: missing; one of badge, bald, batch_bald, class_balanced"):
         parse_spec("", {})
     with pytest.raises(UnknownStrategy, match=r"unknown 'entropi'"):
         parse_spec("entropi", {})

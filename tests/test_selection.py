@@ -83,7 +83,7 @@ def test_selection_options_are_checked_and_named() -> None:
     assert (spec.kernel.name, spec.selection.beta, spec.selection.sampling) == ("bald", 3.0, "power")
     assert parse_spec("class_balanced", {}).kernel.name == "margin"  # the default pre-score
     for name, values, message in [
-        ("entropy", {"beta": 2.0}, r"strategy.beta: applies to stochastic and class_balanced, not entropy"),
+        ("entropy", {"beta": 2.0}, r"strategy.beta: applies to stochastic, not entropy"),
         ("stochastic", {"pre_score": "class_balanced"}, r"strategy.pre_score: must be a pointwise strategy"),
         ("stochastic", {"sampling": "gumbel"}, r"strategy.sampling: 'gumbel' is not one of softmax, power"),
         ("stochastic", {"beta": -1.0}, r"strategy.beta: must be a finite number > 0"),

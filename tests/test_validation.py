@@ -74,7 +74,7 @@ def test_ids_must_match_rows_and_random_needs_ids(scorer: Scorer, rng: np.random
 
 
 def test_unknown_strategy_lists_the_known_ones(scorer: Scorer) -> None:
-    with pytest.raises(UnknownStrategy, match=r"strategy: unknown 'entropi'; known: bald, "):
+    with pytest.raises(UnknownStrategy, match=r"strategy: unknown 'entropi'; known: badge, bald, batch_bald, "):
         scorer.score("entropi", torch.zeros(2, 2))
 
 

@@ -12,7 +12,7 @@ from typing import Mapping, NamedTuple, Sequence
 from poolscore.server.errors import BadInput
 from poolscore.server.ingest.dtypes import BY_WIRE, DType, name_of
 
-TENSOR_FIELDS = ("ids", "logits", "embedding", "inputs")  # what a batch may carry
+TENSOR_FIELDS = ("ids", "logits", "embedding", "inputs", "labeled")  # what a batch may carry
 
 
 class RawTensor(NamedTuple):

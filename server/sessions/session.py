@@ -15,13 +15,15 @@ from poolscore.server.backends.base import Backend, TopK
 from poolscore.server.errors import BadInput, SequenceGap
 from poolscore.server.models.feed import Feed
 from poolscore.server.pipeline import Scored
+from poolscore.server.runtime.budget import MemoryBudget
+from poolscore.server.setlevel.pool import CandidatePool
 from poolscore.server.strategies import Spec
 from poolscore.server.topk.balanced import BalancedTopK
 
 
 @dataclass(frozen=True)
 class State:
-    top: TopK
+    top: TopK  # or a BalancedTopK (class_balanced), or a CandidatePool (set-level): each answers as a TopK
     next_seq: int = 0
     items: int = 0
     keyed: bool | None = None  # set by the first batch of rows: string keys or int64 ids, never both
@@ -31,10 +33,7 @@ class State:
         """The state once `scored` (batch `seq`, scored from row `items`) is committed; self stays."""
         if scored.rows:  # a batch of no rows carries neither keys nor ids: it fits either kind of session
             self._check_keys(scored.keys is not None, seq)
-        if scored.classes is None:
-            top = self.top.merged(scored.scores, scored.ids)
-        else:
-            top = self.top.merged_by_class(scored.scores, scored.ids, scored.classes, scored.class_count)
+        top = _merged(self.top, scored)
         keys = self.keys
         if scored.keys is not None and top is not self.top:
             first = self.items
@@ -57,10 +56,21 @@ class State:
             raise BadInput("keys", f"batch {seq} sends {sent} but the session's first batch sent {then}")
 
 
+def _merged(top, scored: Scored):
+    if scored.host is not None:
+        return top.absorbed(scored.host)
+    if scored.classes is not None:
+        return top.merged_by_class(scored.scores, scored.ids, scored.classes, scored.class_count)
+    return top.merged(scored.scores, scored.ids)
+
+
 def empty_state(spec: Spec, k: int, backend: Backend) -> State:
-    """A session's first state: its selection's empty top-K (class_balanced keeps one per class)."""
+    """A session's first state: its selection's empty top-K (class_balanced keeps one per class,
+    a set-level strategy a candidate set)."""
     if spec.selection.kind == "class_balanced":
         return State(BalancedTopK.empty(k, spec.selection.priors))
+    if spec.selection.set_level:
+        return State(CandidatePool.empty(spec, k))
     return State(backend.empty_top(k))
 
 
@@ -71,6 +81,8 @@ class Session:
     state: State  # replaced whole, never changed in place: one read is a consistent snapshot
     feed: Feed | None = None  # the hosted model, when batches carry raw inputs
     used: float = field(default_factory=time.monotonic)  # the idle clock (the store's TTL)
+    reserved: int = 0  # bytes of the memory budget this session holds (released when it goes)
+    closed: bool = False  # deleted or expired: reserves nothing more
     # Guards only the swap of `state` in commit(); never held while scoring, nor while
     # taking the store's lock (lock order: the store's, then a session's).
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -78,6 +90,21 @@ class Session:
     @property
     def k(self) -> int:
         return self.state.top.k
+
+    def reserve(self, new: State, budget: MemoryBudget) -> None:
+        """Reserve what `new` may hold beyond what is reserved, before it is committed; OverLimit
+        (RESOURCE_EXHAUSTED, naming the budget) leaves the session as it was."""
+        need = getattr(new.top, "reserved_bytes", lambda: 0)()
+        with self.lock:
+            if need > self.reserved and not self.closed:
+                budget.reserve(need - self.reserved, f"session {self.id}'s candidate set")
+                self.reserved = need
+
+    def close(self, budget: MemoryBudget) -> None:
+        """Give back what the session reserved (it was deleted, expired, or its pool scored)."""
+        with self.lock:
+            budget.release(self.reserved)
+            self.reserved, self.closed = 0, True
 
     def commit(self, read: State, new: State) -> bool:
         """Swap in `new` if the state is still the one it was computed from; False if another

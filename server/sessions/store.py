@@ -9,15 +9,17 @@ import uuid
 
 from poolscore.server.errors import OverLimit, SessionConflict, SessionNotFound
 from poolscore.server.models.feed import Feed
+from poolscore.server.runtime.budget import MemoryBudget
 from poolscore.server.sessions.session import Session, State
 from poolscore.server.strategies import Spec
 
 
 class SessionStore:
-    def __init__(self, max_sessions: int, ttl_s: float) -> None:
+    def __init__(self, max_sessions: int, ttl_s: float, budget: MemoryBudget | None = None) -> None:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()  # guards _sessions and each session's `used`; held for dict work only
         self.max_sessions, self.ttl_s = max_sessions, ttl_s
+        self.budget = budget or MemoryBudget(2**62)
 
     def create(self, spec: Spec, first: State, session_id: str = "", feed: Feed | None = None) -> Session:
         with self._lock:
@@ -27,6 +29,7 @@ class SessionStore:
             if len(self._sessions) >= self.max_sessions:
                 raise OverLimit(f"sessions: all {self.max_sessions} in use; delete finished ones")
             session = Session(session_id or uuid.uuid4().hex, spec, first, feed=feed)
+            session.reserve(first, self.budget)  # a candidate set's index, before any batch: refused here
             self._sessions[session.id] = session
             return session
 
@@ -36,7 +39,7 @@ class SessionStore:
         with self._lock:
             session = self._sessions.get(session_id)
             if session is not None and self._idle(session, now):
-                del self._sessions[session_id]  # expired: as if the last create had swept it
+                self._drop(session_id)  # expired: as if the last create had swept it
                 session = None
             if session is not None:
                 session.used = now
@@ -46,7 +49,7 @@ class SessionStore:
 
     def delete(self, session_id: str) -> Session:
         with self._lock:
-            session = self._sessions.pop(session_id, None)
+            session = self._drop(session_id)
         if session is None:
             raise SessionNotFound(session_id)
         return session
@@ -60,7 +63,13 @@ class SessionStore:
     def _expire(self) -> None:
         now = time.monotonic()
         for sid in [s.id for s in self._sessions.values() if self._idle(s, now)]:
-            del self._sessions[sid]
+            self._drop(sid)
+
+    def _drop(self, session_id: str) -> Session | None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            session.close(self.budget)
+        return session
 
     def _idle(self, session: Session, now: float) -> bool:
         """Idle past the TTL: dropped, as if it had never been created."""

@@ -20,6 +20,9 @@ class Strategy:
     min_classes: int = 1
     entropic: bool = False  # the score is an entropy: base and normalized options apply
     selects: bool = False  # a selection over another strategy's scores (its pre_score): no kernel of its own
+    set_level: bool = False  # selects once, at finish, over a bounded candidate set (setlevel/)
+    keeps: tuple[str, ...] = ()  # what each candidate holds beside its id: "embedding", "log_probs"
+    default_pre_score: str = "margin"
 
     @property
     def pointwise(self) -> bool:
@@ -59,6 +62,19 @@ _ALL = [
              "(Gumbel top-K over the pre_score s)", selects=True),
     Strategy("class_balanced", "as pre_score", "the best by pre_score within per-predicted-class quotas",
              selects=True),
+    Strategy("coreset", "embedding [N, D]", "k-center greedy over the candidates' embeddings (Sener & Savarese 2018)",
+             needs_embedding=True, selects=True, set_level=True, keeps=("embedding",), default_pre_score="random"),
+    Strategy("badge", "[N, C] + embedding [N, D]", "k-means++ seeding over gradient embeddings (p - e_y) x h "
+             "(Ash et al. 2020)", needs_embedding=True, selects=True, set_level=True,
+             keeps=("embedding", "log_probs"), default_pre_score="random"),
+    Strategy("cluster_margin", "[N, C] + embedding [N, D]", "average-linkage clusters of the lowest-margin "
+             "candidates, round robin from the smallest (Citovsky et al. 2021)", needs_embedding=True, selects=True,
+             set_level=True, keeps=("embedding",)),
+    Strategy("batch_bald", "[N, T, C]", "greedy joint mutual information of the batch (Kirsch et al. 2019)",
+             selects=True, set_level=True, keeps=("log_probs",), default_pre_score="bald"),
+    Strategy("expected_error_reduction", "[N, C] + embedding [N, D]", "mean loss over a reference sample now minus "
+             "its expectation after one last-layer step on the candidate (Roy & McCallum 2001)",
+             needs_embedding=True, selects=True, set_level=True, keeps=("embedding", "log_probs")),
 ]
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in _ALL}

@@ -20,7 +20,9 @@ def spec_of(wire: pb.StrategySpec) -> Spec:
     kind = _KINDS.get(wire.input_kind, str(wire.input_kind))  # an unknown enum value is named as sent
     return parse_spec(wire.name, {"input_kind": kind, "temperature": wire.temperature, "base": wire.base,
                                   "normalized": wire.normalized, "seed": wire.seed, "pre_score": wire.pre_score,
-                                  "beta": wire.beta, "sampling": wire.sampling, "class_priors": list(wire.class_priors)})
+                                  "beta": wire.beta, "sampling": wire.sampling, "class_priors": list(wire.class_priors),
+                                  "candidates": wire.candidates, "eta": wire.eta, "reference": wire.reference,
+                                  "loss": wire.loss})
 
 
 def spec_to_pb(spec: Spec) -> pb.StrategySpec:
@@ -29,7 +31,8 @@ def spec_to_pb(spec: Spec) -> pb.StrategySpec:
     return pb.StrategySpec(name=spec.strategy.name, input_kind=_WIRE_KINDS[o.input_kind.value], temperature=o.temperature,
                            base=o.base, normalized=o.normalized, seed=o.seed,
                            pre_score=spec.kernel.name if selects else "", beta=sel.beta if sel.kind == "stochastic" else 0.0,
-                           sampling=sel.sampling if sel.kind == "stochastic" else "", class_priors=list(sel.priors))
+                           sampling=sel.sampling if sel.kind == "stochastic" else "", class_priors=list(sel.priors),
+                           candidates=sel.candidates, eta=sel.eta, reference=sel.reference, loss=sel.loss)
 
 
 def feed_of(wire: pb.ModelSpec, spec: Spec, models: ModelRepository) -> Feed | None:

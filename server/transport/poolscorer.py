@@ -33,18 +33,23 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     @maps_errors
     def ScorePool(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> pb.TopK:
         session: Session | None = None
-        for req in read_ahead(requests, active=context.is_active):  # a gone caller's queued batches: unscored
-            if session is None:  # the first message opens the pool: strategy, k, model
-                spec = msg.spec_of(req.strategy)
-                session = Session("pool", spec, self._first(spec, req.k), msg.feed_of(req.model, spec, self.models))
-                if not req.batch.carries_rows:
-                    continue  # a header alone: a pool of no rows still gets its (empty) top-K
-            with self.metrics.batch_seconds.labels("ScorePool").time():
-                state = session.state  # batches numbered from 0, a header alone uncounted
-                session.commit(state, self._scored(session, state, state.next_seq, req))
-        if session is None:
-            raise BadInput("requests", "the stream sent no batch")
-        return msg.top_to_pb(session.state)
+        try:
+            for req in read_ahead(requests, active=context.is_active):  # a gone caller's queued batches: unscored
+                if session is None:  # the first message opens the pool: strategy, k, model
+                    spec = msg.spec_of(req.strategy)
+                    session = Session("pool", spec, self._first(spec, req.k), msg.feed_of(req.model, spec, self.models))
+                    session.reserve(session.state, self.sessions.budget)
+                    if not req.batch.carries_rows:
+                        continue  # a header alone: a pool of no rows still gets its (empty) top-K
+                with self.metrics.batch_seconds.labels("ScorePool").time():
+                    state = session.state  # batches numbered from 0, a header alone uncounted
+                    session.commit(state, self._scored(session, state, state.next_seq, req))
+            if session is None:
+                raise BadInput("requests", "the stream sent no batch")
+            return msg.top_to_pb(session.state)
+        finally:
+            if session is not None:
+                session.close(self.sessions.budget)
 
     @maps_errors
     def Score(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[pb.ScoreAck]:
@@ -82,6 +87,9 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def ScoreBatch(self, req: Parsed, context: grpc.ServicerContext) -> pb.ScoreBatchReply:
         with self.metrics.batch_seconds.labels("ScoreBatch").time():
             spec = msg.spec_of(req.strategy)
+            if spec.selection.set_level:
+                raise BadInput("strategy.name", f"{spec.strategy.name} selects over a whole pool's candidates: "
+                                                "use ScorePool or a session, not ScoreBatch")
             scored = self.pipeline.score(spec, req.batch, feed=msg.feed_of(req.model, spec, self.models))
             return pb.ScoreBatchReply(scores=msg.tensor_to_pb(self.backend.to_numpy(scored.scores)))
 
@@ -100,12 +108,15 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
             model_errors=self.models.errors, version=version(),
             device=f"{self.backend.description}, {self.backend.name} backend", strategies=msg.strategies_to_pb(),
             limits=pb.Limits(max_message_bytes=self.config.max_message_bytes, max_k=self.config.max_k,
-                             max_sessions=self.config.max_sessions))
+                             max_sessions=self.config.max_sessions, session_memory_bytes=self.sessions.budget.total,
+                             session_memory_free_bytes=self.sessions.budget.free))
 
     def _scored(self, session: Session, state: State, seq: int, req: Parsed) -> State:
         """Batch `seq` scored and merged into `state`, or an error with the session untouched."""
         scored = self.pipeline.score(session.spec, req.batch, seq=seq, first_row=state.items, feed=session.feed)
-        return state.after(seq, scored)
+        new = state.after(seq, scored)
+        session.reserve(new, self.sessions.budget)  # a candidate set's rows, once the first batch shows their width
+        return new
 
     def _first(self, spec: Spec, k: int) -> State:
         return empty_state(spec, check_k(k, self.config.max_k), self.backend)

@@ -116,7 +116,7 @@ def dtype_name(code: int) -> str:
 
 
 # Tensor-valued field numbers of each message that carries tensors (scoring.proto)
-_SCORE_REQUEST = {3: "ids", 5: "logits", 6: "embedding", 10: "inputs"}
+_SCORE_REQUEST = {3: "ids", 5: "logits", 6: "embedding", 10: "inputs", 11: "labeled"}
 _SCORE_BATCH_REQUEST = {2: "logits", 3: "embedding", 4: "ids", 6: "inputs"}
 
 

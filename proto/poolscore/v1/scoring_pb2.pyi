@@ -42,7 +42,7 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class StrategySpec(_message.Message):
-    __slots__ = ("name", "input_kind", "temperature", "base", "normalized", "seed", "pre_score", "beta", "sampling", "class_priors")
+    __slots__ = ("name", "input_kind", "temperature", "base", "normalized", "seed", "pre_score", "beta", "sampling", "class_priors", "candidates", "eta", "reference", "loss")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_KIND_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,10 @@ class StrategySpec(_message.Message):
     BETA_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     CLASS_PRIORS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    ETA_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
     name: str
     input_kind: InputKind
     temperature: float
@@ -63,7 +67,11 @@ class StrategySpec(_message.Message):
     beta: float
     sampling: str
     class_priors: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, name: _Optional[str] = ..., input_kind: _Optional[_Union[InputKind, str]] = ..., temperature: _Optional[float] = ..., base: _Optional[float] = ..., normalized: _Optional[bool] = ..., seed: _Optional[int] = ..., pre_score: _Optional[str] = ..., beta: _Optional[float] = ..., sampling: _Optional[str] = ..., class_priors: _Optional[_Iterable[float]] = ...) -> None: ...
+    candidates: int
+    eta: float
+    reference: int
+    loss: str
+    def __init__(self, name: _Optional[str] = ..., input_kind: _Optional[_Union[InputKind, str]] = ..., temperature: _Optional[float] = ..., base: _Optional[float] = ..., normalized: _Optional[bool] = ..., seed: _Optional[int] = ..., pre_score: _Optional[str] = ..., beta: _Optional[float] = ..., sampling: _Optional[str] = ..., class_priors: _Optional[_Iterable[float]] = ..., candidates: _Optional[int] = ..., eta: _Optional[float] = ..., reference: _Optional[int] = ..., loss: _Optional[str] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
     __slots__ = ("name", "samples", "seed")
@@ -76,7 +84,7 @@ class ModelSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., samples: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("session_id", "seq", "ids", "keys", "logits", "embedding", "strategy", "k", "model", "inputs")
+    __slots__ = ("session_id", "seq", "ids", "keys", "logits", "embedding", "strategy", "k", "model", "inputs", "labeled")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +95,7 @@ class ScoreRequest(_message.Message):
     K_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
+    LABELED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     seq: int
     ids: Tensor
@@ -97,7 +106,8 @@ class ScoreRequest(_message.Message):
     k: int
     model: ModelSpec
     inputs: Tensor
-    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., ids: _Optional[_Union[Tensor, _Mapping]] = ..., keys: _Optional[_Iterable[str]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    labeled: Tensor
+    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., ids: _Optional[_Union[Tensor, _Mapping]] = ..., keys: _Optional[_Iterable[str]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ..., labeled: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ScoreAck(_message.Message):
     __slots__ = ("session_id", "seq", "items", "acked_seq", "replayed")
@@ -200,14 +210,18 @@ class StrategyInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[str] = ..., summary: _Optional[str] = ..., needs_embedding: _Optional[bool] = ..., entropic: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_k", "max_sessions")
+    __slots__ = ("max_message_bytes", "max_k", "max_sessions", "session_memory_bytes", "session_memory_free_bytes")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_K_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SESSION_MEMORY_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_k: int
     max_sessions: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_k: _Optional[int] = ..., max_sessions: _Optional[int] = ...) -> None: ...
+    session_memory_bytes: int
+    session_memory_free_bytes: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_k: _Optional[int] = ..., max_sessions: _Optional[int] = ..., session_memory_bytes: _Optional[int] = ..., session_memory_free_bytes: _Optional[int] = ...) -> None: ...
 
 class TensorSignature(_message.Message):
     __slots__ = ("name", "dtype", "shape")
