@@ -62,7 +62,7 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-priors", type=_floats, default=(), help="class_balanced: quotas ∝ these, e.g. 0.5,0.3,0.2")
     p.add_argument("--candidates", type=int, default=0,
                    help="set-level strategies: the candidate set's size M (default 10·k)")
-    p.add_argument("--eta", type=float, default=0.0, help="expected_error_reduction: step size (default 1 / mean |h|²)")
+    p.add_argument("--eta", type=float, default=0.0, help="expected_error_reduction: step size (default 10 / mean |h|²)")
     p.add_argument("--reference", type=int, default=0, help="expected_error_reduction: reference sample size (default 1000)")
     p.add_argument("--loss", default="", choices=["", "entropy", "zero_one"], help="expected_error_reduction: the loss")
     p.add_argument("--labeled", type=Path, help="coreset: a .npy of labeled items' embeddings [L, D], the first centers")

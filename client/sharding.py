@@ -15,6 +15,9 @@ import numpy as np
 from poolscore.client.client import Client, TopK
 from poolscore.client.pools import Batch, batches_of
 
+# Selections whose top-K over a union is not the top-K of the shards' top-Ks
+UNMERGEABLE = ("class_balanced", "coreset", "badge", "cluster_margin", "batch_bald", "expected_error_reduction")
+
 
 def merge(parts: list[TopK], k: int) -> TopK:
     """The exact top-k of several top-ks: score descending, then id ascending (keys: shard, rank)."""
@@ -56,6 +59,9 @@ class _Shared:
 def score_pool_sharded(targets: list[str], pool, strategy: str = "entropy", k: int = 100, *,
                        token: str | None = None, **options) -> TopK:
     """score_pool over several servers at once: batches shared out, top-Ks merged exactly."""
+    if strategy in UNMERGEABLE or options.get("sampling") == "softrank":
+        raise ValueError(f"{strategy} selects over the whole pool at once: shards' selections do not merge into "
+                         f"the pool's; score it on one server (score_pool)")
     clients = [Client(t, token=token) for t in targets]
     try:
         source = _Shared(_numbered(batches_of(pool, min(c.batch_bytes for c in clients))))  # fits every server

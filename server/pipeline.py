@@ -86,6 +86,8 @@ class Pipeline:
         scores = b.score(spec.kernel, x, embedding=emb, ids=ids, options=spec.options)
         host.update(scores=b.to_numpy(scores).astype(np.float64), ids=b.to_numpy(ids), x=None if x is None else b.to_numpy(x),
                     embedding=None if emb is None else b.to_numpy(emb))
+        if spec.selection.kind == "softrank":  # each candidate's Gumbel draw, seeded by (seed, id): its rank is known at finish
+            host["gumbel"] = b.to_numpy(b.gumbel_keys(scores * 0, ids, spec.options.seed, 1.0, False)).astype(np.float64)
         if spec.selection.kind == "expected_error_reduction":
             ref = b.score(STRATEGIES["random"], None, ids=ids, options=replace(spec.options, seed=_reference_seed(spec)))
             host["reference_scores"] = b.to_numpy(ref).astype(np.float64)

@@ -230,3 +230,43 @@ def test_the_memory_budget_refuses_at_creation_and_is_given_back(client: Client,
             client.delete_session(wide)
     client.delete_session(sid)
     assert client.info().limits.session_memory_free_bytes == free
+
+
+# --- against the peers that have the algorithm ----------------------------------------------
+
+
+def test_coreset_picks_what_scikit_activeml_and_small_text_pick(rng):
+    from skactiveml.pool._core_set import k_greedy_center
+    from small_text.query_strategies.coresets import greedy_coreset
+
+    x = blobs(rng, 500, 10).astype(np.float64)
+    seed = len(x) - 1  # one labeled item, every implementation's first center. The last one: small-text
+    # 1.4 indexes x with positions among the unlabeled, right only when those are x's first rows
+    picks, _ = k_center_greedy(x, 20, labeled=x[[seed]])
+    y = np.full(len(x), np.nan)
+    y[seed] = 0
+    assert k_greedy_center(x, y, batch_size=20)[0].tolist() == picks.tolist()
+    unlabeled = np.delete(np.arange(len(x)), seed)
+    st = greedy_coreset(x, unlabeled, np.array([seed]), 20, distance_metric="euclidean")
+    assert unlabeled[st].tolist() == picks.tolist()  # small-text answers in positions among the unlabeled
+
+
+def test_softrank_sampling_draws_by_rank_among_the_candidates(client: Client, rng):
+    import reference as pointwise
+
+    z = rng.normal(size=(400, 4)).astype(np.float32)
+    ids = rng.permutation(10_000)[:400].astype(np.int64)
+    top = client.score_pool([(ids, z)], "stochastic", k=20, sampling="softrank", beta=1.5, seed=9, pre_score="entropy",
+                            candidates=400)
+    s = pointwise.entropy(pointwise.probs(z))
+    order = np.lexsort((ids, -s))  # rank 1 = the best entropy
+    rank = np.empty(400)
+    rank[order] = np.arange(1, 401)
+    keys = -1.5 * np.log(rank) - np.log(-np.log(pointwise.random(ids, 9) + 2.0**-54))
+    want = ids[np.lexsort((ids, -keys))[:20]]
+    assert top.ids.tolist() == want.tolist()
+    np.testing.assert_allclose(top.scores, np.sort(keys)[::-1][:20], rtol=1e-9)
+    other = client.score_pool([(ids, z)], "stochastic", k=20, sampling="softrank", beta=1.5, seed=10, pre_score="entropy")
+    assert other.ids.tolist() != top.ids.tolist()
+    with pytest.raises(BadBatch, match="candidates"):
+        client.score_pool([(ids, z)], "stochastic", k=20, sampling="power", candidates=50)

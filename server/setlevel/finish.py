@@ -33,6 +33,10 @@ def select(spec: Spec, k: int, cands: Sorted, reference: Sorted | None, labeled:
         gains = scores[picks]
     elif kind == "batch_bald":
         picks, gains = batch_bald(rows["log_probs"], k, seed)
+    elif kind == "softrank":  # Gumbel top-K with keys −β·log rank: a sample without replacement, p ∝ rank^−β
+        keys = -spec.selection.beta * np.log(np.arange(1, len(ids) + 1)) + rows["gumbel"]
+        picks = np.lexsort((ids, -keys))[:k]
+        gains = keys[picks]
     elif kind == "expected_error_reduction":
         picks, gains = _eer(spec, k, ids, rows, reference)
     else:

@@ -19,7 +19,7 @@ from poolscore.server.setlevel.finish import select
 from poolscore.server.setlevel.rows import Widths, log_probs, widths_of
 from poolscore.server.strategies import Spec
 
-_INDEX_BYTES = 32  # a held row's score, id, chunk and row
+_INDEX_BYTES = 40  # a held row's score, id, chunk, row (and softrank's Gumbel draw)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class CandidatePool:
 
     def _rows(self, host: Mapping[str, np.ndarray], idx: np.ndarray, reference: bool) -> dict[str, np.ndarray]:
         keeps = ("embedding", "log_probs") if reference else self.spec.strategy.keeps
-        rows = {}
+        rows = {"gumbel": host["gumbel"][idx]} if self.spec.selection.kind == "softrank" else {}
         if "embedding" in keeps:
             rows["embedding"] = host["embedding"][idx].astype(np.float32)
         if "log_probs" in keeps:

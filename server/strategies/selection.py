@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 from poolscore.server.errors import BadInput
 from poolscore.server.strategies.registry import STRATEGIES, Strategy, strategy_named
 
-SAMPLINGS = ("softmax", "power")
+SAMPLINGS = ("softmax", "power", "softrank")
 LOSSES = ("entropy", "zero_one")
 CANDIDATES_PER_K = 10  # a set-level session's candidate set holds M = 10·K items unless the request says
 DEFAULT_REFERENCE = 1000  # expected_error_reduction's reference sample
@@ -18,12 +18,12 @@ DEFAULT_REFERENCE = 1000  # expected_error_reduction's reference sample
 
 @dataclass(frozen=True)
 class Selection:
-    kind: str = "top_k"  # top_k, stochastic or class_balanced
-    beta: float = 1.0  # stochastic: p ∝ exp(β·s) (softmax) or s^β (power)
+    kind: str = "top_k"  # top_k, stochastic, class_balanced, softrank (stochastic over a candidate set), or a set-level name
+    beta: float = 1.0  # stochastic: p ∝ exp(β·s) (softmax), s^β (power) or rank^-β (softrank)
     sampling: str = "softmax"
     priors: tuple[float, ...] = ()  # class_balanced: quotas ∝ priors; () = equal
     candidates: int = 0  # set-level: M, the candidate set's size; 0 = CANDIDATES_PER_K · k
-    eta: float = 0.0  # expected_error_reduction: the step size; 0 = 1 / mean ‖h‖² over the reference
+    eta: float = 0.0  # expected_error_reduction: the step size; 0 = 10 / mean ‖h‖² over the reference
     reference: int = 0  # expected_error_reduction: R, the reference sample's size
     loss: str = ""  # expected_error_reduction: "entropy" or "zero_one"
 
@@ -35,8 +35,9 @@ class Selection:
         return self.candidates or CANDIDATES_PER_K * k
 
     def describe(self) -> str:
-        if self.kind == "stochastic":
-            return f", {self.sampling} sampling, beta {self.beta:g}"
+        if self.kind in ("stochastic", "softrank"):
+            text = f", {self.sampling} sampling, beta {self.beta:g}"
+            return text + (f", candidates {self.candidates or 'default'}" if self.kind == "softrank" else "")
         if self.kind == "class_balanced":
             return f", class priors {list(self.priors) or 'equal'}"
         if self.kind == "expected_error_reduction":
@@ -61,14 +62,18 @@ def selection_for(strategy: Strategy, values: Mapping[str, Any], prefix: str) ->
         raise BadInput(f"{prefix}.pre_score", f"must be a pointwise strategy, got {pre.name}; one of "
                                               f"{', '.join(sorted(n for n, s in STRATEGIES.items() if s.pointwise))}")
     if strategy.name == "stochastic":
-        return pre, Selection("stochastic", _beta(given.get("beta", 0.0), prefix), _sampling(given.get("sampling", ""), prefix))
+        sampling = _sampling(given.get("sampling", ""), prefix)
+        if "candidates" in given and sampling != "softrank":
+            raise BadInput(f"{prefix}.candidates", f"applies to softrank sampling, not {sampling}: it streams in O(K)")
+        kind = "softrank" if sampling == "softrank" else "stochastic"  # ranks need the candidate set
+        return pre, Selection(kind, _beta(given.get("beta", 0.0), prefix), sampling, candidates=int(given.get("candidates", 0)))
     if strategy.name == "class_balanced":
         return pre, Selection("class_balanced", priors=_priors(tuple(given.get("class_priors", ())), prefix))
     return pre, _set_level(strategy, pre, given, prefix)
 
 
 _OWNERS = {"pre_score": ("stochastic", "class_balanced", "set-level"), "beta": ("stochastic",),
-           "sampling": ("stochastic",), "class_priors": ("class_balanced",), "candidates": ("set-level",),
+           "sampling": ("stochastic",), "class_priors": ("class_balanced",), "candidates": ("stochastic", "set-level"),
            "eta": ("expected_error_reduction",), "reference": ("expected_error_reduction",),
            "loss": ("expected_error_reduction",)}
 
@@ -83,7 +88,7 @@ def _set_level(strategy: Strategy, pre: Strategy, given: Mapping[str, Any], pref
     if m < 0:
         raise BadInput(f"{prefix}.candidates", f"must be ≥ 0 (0: {CANDIDATES_PER_K}·k), got {m}")
     if not (math.isfinite(eta) and eta >= 0):
-        raise BadInput(f"{prefix}.eta", f"must be a finite number ≥ 0 (0: 1 / mean |h|²), got {eta}")
+        raise BadInput(f"{prefix}.eta", f"must be a finite number ≥ 0 (0: 10 / mean |h|²), got {eta}")
     if ref < 0:
         raise BadInput(f"{prefix}.reference", f"must be ≥ 0 (0: {DEFAULT_REFERENCE}), got {ref}")
     loss = given.get("loss") or "entropy"

@@ -30,8 +30,8 @@ def spec_to_pb(spec: Spec) -> pb.StrategySpec:
     selects = spec.strategy.selects
     return pb.StrategySpec(name=spec.strategy.name, input_kind=_WIRE_KINDS[o.input_kind.value], temperature=o.temperature,
                            base=o.base, normalized=o.normalized, seed=o.seed,
-                           pre_score=spec.kernel.name if selects else "", beta=sel.beta if sel.kind == "stochastic" else 0.0,
-                           sampling=sel.sampling if sel.kind == "stochastic" else "", class_priors=list(sel.priors),
+                           pre_score=spec.kernel.name if selects else "", beta=sel.beta if sel.kind in ("stochastic", "softrank") else 0.0,
+                           sampling=sel.sampling if sel.kind in ("stochastic", "softrank") else "", class_priors=list(sel.priors),
                            candidates=sel.candidates, eta=sel.eta, reference=sel.reference, loss=sel.loss)
 
 
