@@ -18,6 +18,8 @@ import time
 import numpy as np
 
 from poolscore.server.setlevel.badge import kmeans_pp
+from poolscore.server.setlevel.batch_bald import batch_bald
+from poolscore.server.setlevel.clusters import cluster_margin
 from poolscore.server.setlevel.coreset import k_center_greedy
 from poolscore.server.setlevel.eer import default_eta, eer_scores
 
@@ -208,6 +210,35 @@ def bench_eer(rng, m: int, r: int, classes: int, d: int = 64, quick: bool = Fals
     line(f"expected_error_reduction M={m} R={r} C={classes}", ours, others)
 
 
+# --- cluster_margin and batch_bald ---------------------------------------------------------------
+
+
+def bench_cluster_margin(rng, m: int, d: int, k: int) -> None:
+    """Average linkage over M candidates: scipy's, beside scikit-learn's AgglomerativeClustering."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    x = clustered(rng, m, d)
+    ours = [timed(cluster_margin, x, k)[0] for _ in range(2)]
+    t_sk = timed(lambda: AgglomerativeClustering(n_clusters=k, linkage="average").fit(x))[0]
+    line(f"cluster_margin M={m} D={d} K={k}", ours, {"scikit-learn": (t_sk, "its clustering alone")})
+
+
+def bench_batch_bald(rng, m: int, t: int, c: int, k: int) -> None:
+    """Greedy BatchBALD over [M, T, C] MC samples, beside baal's BatchBALD (500 sampled labelings)."""
+    import torch
+    from baal.active.heuristics import BatchBALD
+
+    lp = rng.normal(size=(m, t, c)) * 2
+    lp -= np.log(np.exp(lp).sum(2, keepdims=True))
+    ours = [timed(batch_bald, lp, k, 0)[0] for _ in range(2)]
+    picks = batch_bald(lp, k, 0)[0]
+    torch.manual_seed(0)
+    probs = np.exp(lp).transpose(0, 2, 1)  # baal's layout: [N, C, T]
+    t_baal, u = timed(BatchBALD(num_samples=k).compute_score, probs)
+    shared = len(set(picks.tolist()) & set(np.flatnonzero(u > 0).tolist()))
+    line(f"batch_bald M={m} T={t} C={c} K={k}", ours, {"baal": (t_baal, f"shares {shared} of {k} picks")})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--m", type=int, default=100_000)
@@ -224,6 +255,8 @@ def main() -> None:
     bench_badge(x, lp, args.k, args.quick)
     for classes in (10, 100):
         bench_eer(rng, 1000, 1000, classes, quick=args.quick)
+    bench_cluster_margin(rng, 10 * args.k if not args.quick else 2000, args.d, args.k if not args.quick else 200)
+    bench_batch_bald(rng, 1000, 20, 10, 50 if not args.quick else 10)
 
 
 if __name__ == "__main__":

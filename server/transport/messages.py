@@ -70,4 +70,4 @@ def model_info_to_pb(m: ModelInfo) -> pb.ModelInfo:
 
 def strategies_to_pb() -> list[pb.StrategyInfo]:
     return [pb.StrategyInfo(name=s.name, input_shape=s.shape, summary=s.summary, needs_embedding=s.needs_embedding,
-                            entropic=s.entropic) for s in STRATEGIES.values()]
+                            entropic=s.entropic, set_level=s.set_level) for s in STRATEGIES.values()]
