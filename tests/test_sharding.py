@@ -30,3 +30,12 @@ def test_merge_breaks_ties_by_id() -> None:
     b = TopK(np.array([2, 7]), np.array([0.5, 0.4]), [], 20)
     m = merge([a, b], 3)
     assert m.ids.tolist() == [5, 2, 9] and m.scores.tolist() == [0.9, 0.5, 0.5] and m.items == 30
+
+
+@pytest.mark.parametrize("strategy, options", [("coreset", {}), ("class_balanced", {}),
+                                               ("stochastic", {"sampling": "softrank"})])
+def test_selections_that_do_not_merge_are_refused_before_any_work(client: Client, strategy, options) -> None:
+    set_level = {s.name for s in client.info().strategies if s.set_level}
+    assert {"coreset", "badge", "cluster_margin", "batch_bald", "expected_error_reduction"} <= set_level
+    with pytest.raises(ValueError, match="do not merge"):
+        score_pool_sharded(["127.0.0.1:1", "127.0.0.1:2"], np.zeros((4, 3), np.float32), strategy, 2, **options)
