@@ -67,7 +67,11 @@ def build_server(config: ServeConfig) -> App:
                             on_compiled=metrics.compiled.set)
     _warm(backend, config.warm)
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
-               ("grpc.max_send_message_length", config.max_message_bytes)]
+               ("grpc.max_send_message_length", config.max_message_bytes),
+               ("grpc.keepalive_time_ms", int(config.keepalive_s * 1000)),  # ping idle connections: dead peers let go
+               ("grpc.keepalive_timeout_ms", 20_000),
+               ("grpc.keepalive_permit_without_calls", 1),
+               ("grpc.http2.min_ping_interval_without_data_ms", 5_000)]  # clients may ping every 5 s
     denied = lambda: metrics.errors.labels(code=grpc.StatusCode.UNAUTHENTICATED.name).inc()  # noqa: E731
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),
                          options=options, interceptors=[TokenAuth(config.token, denied)] if config.token else [])

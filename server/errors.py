@@ -6,6 +6,11 @@ class PoolscoreError(Exception):
     """Base of every error the service reports to its caller."""
 
 
+def shown(text: str, most: int = 64) -> str:
+    """A caller's string as a message quotes it: cut short, so a status never outgrows its metadata."""
+    return repr(text) if len(text) <= most else f"{text[:most]!r}… ({len(text)} characters)"
+
+
 class BadInput(PoolscoreError, ValueError):
     """A tensor or option the caller sent is wrong: names the field and, for NaN/Inf, the row."""
 
@@ -32,6 +37,12 @@ class BadBatch(BadInput):
         return self.args[0]
 
 
+class StreamIdle(PoolscoreError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"stream: nothing received for {seconds:g} s (--stream-idle-s); what was committed is kept, "
+                         f"reopen the stream to go on")
+
+
 class UnknownStrategy(PoolscoreError, ValueError):
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"strategy: unknown {name!r}; known: {', '.join(sorted(known))}")
@@ -39,7 +50,7 @@ class UnknownStrategy(PoolscoreError, ValueError):
 
 class SessionNotFound(PoolscoreError, KeyError):
     def __init__(self, session_id: str) -> None:
-        super().__init__(f"session {session_id!r} not found (expired, deleted or never created)")
+        super().__init__(f"session {shown(session_id)} not found (expired, deleted or never created)")
 
     def __str__(self) -> str:  # KeyError would quote the message again
         return self.args[0]

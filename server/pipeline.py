@@ -12,7 +12,7 @@ import numpy as np
 
 from poolscore.server.backends.base import Array, Backend
 from poolscore.server.errors import BadInput
-from poolscore.server.ingest.tensors import Batch, check_ids, rows_of
+from poolscore.server.ingest.tensors import Batch, check_ids, check_keys, rows_of
 from poolscore.server.metrics import Metrics
 from poolscore.server.models.feed import Feed
 from poolscore.server.strategies import STRATEGIES, Spec
@@ -61,6 +61,7 @@ class Pipeline:
             raise BadInput("keys", "send ids or keys, not both")
         if keys and len(keys) != rows:
             raise BadInput("keys", f"{len(keys)} keys for {rows} rows")
+        check_keys(keys)
         if sent_ids is not None:
             check_ids(sent_ids, rows)
         ids = sent_ids if sent_ids is not None else self.backend.arange(first_row, rows)  # keys: the row number stands in

@@ -125,3 +125,14 @@ def test_a_bad_selection_option_is_invalid_argument(client: Client) -> None:
     with pytest.raises(BadBatch, match=r"class_priors: 2 priors for 3 classes"):
         client.score(sid, np.zeros((4, 3), np.float32))
     assert client.get_session(sid).next_seq == 0  # nothing committed
+
+
+def test_class_balanced_holds_an_id_sent_twice_once(rng):
+    top = BalancedTopK.empty(4)
+    ids = np.array([1, 2, 1, 3, 2, 4, 5], np.int64)
+    scores = np.array([0.1, 0.5, 0.9, 0.2, 0.3, 0.4, 0.05])
+    classes = np.array([0, 1, 1, 0, 1, 0, 1], np.int64)
+    for a, b in [(0, 3), (3, 7)]:
+        top = top.merged_by_class(scores[a:b], ids[a:b], classes[a:b], 2)
+    assert sorted(top.ids.tolist()) == [1, 2, 3, 4] and len(set(top.ids.tolist())) == 4
+    assert dict(zip(top.ids.tolist(), top.scores.tolist()))[1] == 0.9  # its best score, in that row's class

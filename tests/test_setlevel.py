@@ -270,3 +270,14 @@ def test_softrank_sampling_draws_by_rank_among_the_candidates(client: Client, rn
     assert other.ids.tolist() != top.ids.tolist()
     with pytest.raises(BadBatch, match="candidates"):
         client.score_pool([(ids, z)], "stochastic", k=20, sampling="power", candidates=50)
+
+
+def test_an_id_sent_twice_is_a_candidate_once_with_its_best_score(rng):
+    ids = rng.integers(0, 30, 200).astype(np.int64)
+    scores = rng.random(200)
+    rows = {"embedding": rng.normal(size=(200, 2)).astype(np.float32)}
+    got_scores, got_ids, _ = stream(Candidates(10), scores, ids, rows, [0, 50, 51, 200]).sorted()
+    best = {i: scores[ids == i].max() for i in np.unique(ids)}
+    want = sorted(best, key=lambda i: (-best[i], i))[:10]
+    assert got_ids.tolist() == want
+    np.testing.assert_array_equal(got_scores, [best[i] for i in want])

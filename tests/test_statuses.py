@@ -19,6 +19,7 @@ WANT = {
     errors.SessionConflict("s", "a", "b"): grpc.StatusCode.ALREADY_EXISTS,
     errors.OverLimit("k: too big"): grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.BadToken("no token"): grpc.StatusCode.UNAUTHENTICATED,
+    errors.StreamIdle(300.0): grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 

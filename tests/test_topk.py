@@ -106,3 +106,16 @@ def test_memory_stays_at_k_over_a_long_stream(impl: Impl, ties: bool) -> None:
     assert scores.shape == (50,) and bool((scores[:-1] >= scores[1:]).all())
     if ties:  # all equal: the first 50 ids of the stream
         assert impl.numpy(top.ids).tolist() == list(range(50))
+
+
+@pytest.mark.parametrize("cuts", [[], [3], [1, 2, 5, 9]])
+def test_an_id_sent_twice_is_held_once_with_its_best_score(impl: Impl, cuts: list[int]) -> None:
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 12, 40).astype(np.int64)  # every id many times, within and across batches
+    scores = rng.random(40).astype(np.float64)
+    top = stream(impl, scores, ids, 8, cuts)
+    got_ids, got_scores = impl.numpy(top.ids), impl.numpy(top.scores)
+    best = {i: scores[ids == i].max() for i in np.unique(ids)}
+    want = sorted(best, key=lambda i: (-best[i], i))[:8]
+    assert got_ids.tolist() == want and len(top) == 8
+    np.testing.assert_array_equal(got_scores, [best[i] for i in want])

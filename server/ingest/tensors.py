@@ -13,6 +13,7 @@ from poolscore.server.errors import BadInput
 from poolscore.server.ingest.dtypes import BY_WIRE, DType, name_of
 
 TENSOR_FIELDS = ("ids", "logits", "embedding", "inputs", "labeled")  # what a batch may carry
+MAX_KEY_CHARS = 1024  # a string id longer than this is refused: keys are held for every item in a top-K
 
 
 class RawTensor(NamedTuple):
@@ -51,7 +52,15 @@ def checked(t: RawTensor, field: str) -> tuple[DType, list[int]]:
     want = math.prod(shape) * dtype.itemsize
     if len(t.data) != want:
         raise BadInput(f"{field}.data", f"{len(t.data)} bytes, shape {shape} of {t.dtype} needs {want}")
+    if want == 0 and shape and shape[0] > 0:  # rows claimed with no values: nothing backs the count
+        raise BadInput(f"{field}.shape", f"{shape[0]} rows of no values in shape {shape}: every row must carry data")
     return dtype, shape
+
+
+def check_keys(keys: Sequence[str]) -> None:
+    if keys and max(map(len, keys)) > MAX_KEY_CHARS:
+        row = next(i for i, k in enumerate(keys) if len(k) > MAX_KEY_CHARS)
+        raise BadInput("keys", f"{len(keys[row])} characters, over the limit of {MAX_KEY_CHARS}", row)
 
 
 def check_ids(ids, rows: int, field: str = "ids") -> None:

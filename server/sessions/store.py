@@ -7,11 +7,14 @@ import threading
 import time
 import uuid
 
-from poolscore.server.errors import OverLimit, SessionConflict, SessionNotFound
+from poolscore.server.errors import BadInput, OverLimit, SessionConflict, SessionNotFound
 from poolscore.server.models.feed import Feed
 from poolscore.server.runtime.budget import MemoryBudget
 from poolscore.server.sessions.session import Session, State
 from poolscore.server.strategies import Spec
+
+
+MAX_SESSION_ID = 128  # characters of a caller-chosen session id
 
 
 class SessionStore:
@@ -22,6 +25,8 @@ class SessionStore:
         self.budget = budget or MemoryBudget(2**62)
 
     def create(self, spec: Spec, first: State, session_id: str = "", feed: Feed | None = None) -> Session:
+        if len(session_id) > MAX_SESSION_ID:
+            raise BadInput("session_id", f"{len(session_id)} characters, over the limit of {MAX_SESSION_ID}")
         with self._lock:
             self._expire()
             if session_id and session_id in self._sessions:  # a retried create, or a reopen

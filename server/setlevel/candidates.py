@@ -15,6 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
+from poolscore.server.topk.numpy_topk import best_per_id
+
 Rows = Mapping[str, np.ndarray]  # column name → [n, ...] rows: "embedding", "log_probs"
 
 
@@ -40,6 +42,8 @@ class Candidates:
             s, i = self.scores[worst], self.ids[worst]
             idx = np.flatnonzero((scores > s) | ((scores == s) & (ids < i)))
         if len(idx) > self.m:
+            if len(np.unique(ids[idx])) < len(idx):  # an id sent twice in this batch: each id's best competes
+                idx = idx[best_per_id(scores[idx], ids[idx])]
             idx = idx[best_m(scores[idx], ids[idx], self.m)]
         return idx
 
@@ -57,8 +61,12 @@ class Candidates:
         return merged._compacted() if merged.stored > 2 * self.m else merged
 
     def sorted(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """(scores, ids, rows) of the held set, best first (score descending, id ascending)."""
+        """(scores, ids, rows) of the held set, best first (score descending, id ascending); an id
+        sent twice is handed over once, with its best score."""
         order = np.lexsort((self.ids, -self.scores))
+        first = np.unique(self.ids[order], return_index=True)[1]
+        if len(first) < len(order):
+            order = order[np.sort(first)]
         return self.scores[order], self.ids[order], self._gather(order)
 
     def _worst(self) -> int:

@@ -65,6 +65,10 @@ class BalancedTopK:
         if not keep.any():
             return self if self.classes else BalancedTopK(self.k, self.priors, classes)
         s, i, c = (np.concatenate([h, a[keep]]) for h, a in ((self.held_scores, s), (self.held_ids_, i), (self.held_classes, c)))
+        best = np.lexsort((i, -s))
+        first = np.unique(i[best], return_index=True)[1]  # an id sent twice keeps its best score (and that row's class)
+        if len(first) < len(best):
+            s, i, c = s[best[first]], i[best[first]], c[best[first]]
         order = np.lexsort((i, -s, c))
         s, i, c = s[order], i[order], c[order]
         first = np.searchsorted(c, c, side="left")  # where each row's class starts

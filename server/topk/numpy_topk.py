@@ -32,7 +32,7 @@ class NumpyTopK:
         return self._sorted()[1]
 
     def __len__(self) -> int:
-        return min(self.k, len(self.best_ids) + len(self.pending_ids))
+        return len(self._sorted()[1])
 
     def held_ids(self) -> np.ndarray:
         return np.concatenate([self.best_ids, self.pending_ids])
@@ -42,8 +42,11 @@ class NumpyTopK:
         if len(self.best_ids) == self.k:
             scores, ids = _beating(scores, ids, self.best_scores[-1], self.best_ids[-1])
         if len(scores) > self.k:
-            kth = np.partition(scores, len(scores) - self.k)[len(scores) - self.k]
-            keep = np.flatnonzero(scores >= kth)
+            keep = _cut(scores, self.k)
+            if _repeats(ids[keep]):  # an id sent twice in this batch: cut by each id's best instead
+                best = best_per_id(scores, ids)
+                scores, ids = scores[best], ids[best]
+                keep = _cut(scores, self.k) if len(scores) > self.k else np.arange(len(scores))
             scores, ids = scores[keep], ids[keep]
         if len(scores) == 0:
             return self
@@ -59,6 +62,24 @@ class NumpyTopK:
             return self.best_scores, self.best_ids
         return _sort(np.concatenate([self.best_scores, self.pending_scores]),
                      np.concatenate([self.best_ids, self.pending_ids]), self.k)
+
+
+def _cut(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the scores ≥ the k-th largest (ties included)."""
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+    return np.flatnonzero(scores >= kth)
+
+
+def _repeats(ids: np.ndarray) -> bool:
+    return len(np.unique(ids)) < len(ids)
+
+
+def best_per_id(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Indices of each id's best score (the first of equal ones), for batches that repeat ids."""
+    order = np.lexsort((-np.asarray(scores, np.float64), ids))
+    first = np.ones(len(order), bool)
+    first[1:] = ids[order][1:] != ids[order][:-1]
+    return np.sort(order[first])
 
 
 def at_least(scores: np.ndarray, kth_score: float) -> np.ndarray:
@@ -77,5 +98,9 @@ def _beating(scores: np.ndarray, ids: np.ndarray, kth_score, kth_id) -> tuple[np
 
 
 def _sort(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.lexsort((ids, -scores))[:k]
+    order = np.lexsort((ids, -scores))
+    first = np.unique(ids[order], return_index=True)[1]  # an id sent twice keeps its best score
+    if len(first) < len(order):
+        order = order[np.sort(first)]
+    order = order[:k]
     return scores[order], ids[order]

@@ -31,7 +31,7 @@ class TorchTopK:
         return self._sorted()[1]
 
     def __len__(self) -> int:
-        return min(self.k, int(self.best_ids.shape[0] + self.pending_ids.shape[0]))
+        return int(self._sorted()[1].shape[0])
 
     def held_ids(self) -> torch.Tensor:
         """Every id this value holds: the best K and the unsorted candidates (≤ 2K)."""
@@ -43,8 +43,12 @@ class TorchTopK:
         if self.best_ids.shape[0] == self.k:  # only pairs that beat the K-th can enter
             scores, ids = _beating(scores, ids, self.best_scores[-1], self.best_ids[-1])
         if scores.shape[0] > self.k:  # a threshold, ties included, before anything piles up
-            kth = torch.topk(scores, self.k, sorted=False).values.min()
-            keep = torch.nonzero(scores >= kth).squeeze(1)
+            keep = _cut(scores, self.k)
+            if torch.unique(ids[keep]).shape[0] < keep.shape[0]:  # an id sent twice: cut by each id's best
+                ids, inverse = torch.unique(ids, return_inverse=True)
+                scores = torch.full(ids.shape, -torch.inf, dtype=scores.dtype, device=scores.device).scatter_reduce(
+                    0, inverse.to(scores.device), scores, "amax")
+                keep = _cut(scores, self.k) if scores.shape[0] > self.k else torch.arange(scores.shape[0], device=scores.device)
             scores, ids = scores[keep], ids[keep]
         if scores.shape[0] == 0:
             return self
@@ -59,6 +63,11 @@ class TorchTopK:
         if self.pending_ids.shape[0] == 0:
             return self.best_scores, self.best_ids
         return _sort(torch.cat([self.best_scores, self.pending_scores]), torch.cat([self.best_ids, self.pending_ids]), self.k)
+
+
+def _cut(scores: torch.Tensor, k: int) -> torch.Tensor:
+    kth = torch.topk(scores, k, sorted=False).values.min()
+    return torch.nonzero(scores >= kth).squeeze(1)
 
 
 def _beating(scores: torch.Tensor, ids: torch.Tensor, kth_score: torch.Tensor, kth_id: torch.Tensor):
@@ -81,5 +90,11 @@ def _sort(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor
     """The first k of (scores, ids) in score-descending, id-ascending order."""
     by_id = torch.argsort(ids, stable=True)
     by_score = torch.argsort(scores[by_id], descending=True, stable=True)
-    order = by_id[by_score[:k]]
+    order = by_id[by_score]
+    unique, inverse = torch.unique(ids[order], return_inverse=True)
+    if unique.shape[0] < order.shape[0]:  # an id sent twice keeps its best score
+        at = torch.arange(order.shape[0], device=order.device)
+        first = torch.full((unique.shape[0],), order.shape[0], dtype=torch.int64, device=order.device)
+        order = order[torch.sort(first.scatter_reduce(0, inverse, at, "amin")).values]
+    order = order[:k]
     return scores[order], ids[order]

@@ -1,6 +1,7 @@
 """The PoolScorer RPCs, a few lines each: wire → pipeline → session → reply."""
 from __future__ import annotations
 
+import threading
 from importlib import metadata
 from typing import Iterator
 
@@ -8,7 +9,7 @@ import grpc
 
 from poolscore.server.backends.base import Backend
 from poolscore.server.config import ServeConfig
-from poolscore.server.errors import BadInput
+from poolscore.server.errors import BadInput, OverLimit
 from poolscore.server.metrics import Metrics
 from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline
@@ -29,12 +30,15 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         self.config, self.backend, self.sessions, self.metrics = config, backend, sessions, metrics
         self.models, self.pipeline = models, pipeline
         metrics.sessions.set_function(lambda: len(sessions))  # live at each scrape, expiry included
+        self.max_streams = config.max_streams or max(1, config.workers - 4)
+        self._streams = threading.BoundedSemaphore(self.max_streams)
 
     @maps_errors
     def ScorePool(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> pb.TopK:
+        self._take_stream()
         session: Session | None = None
         try:
-            for req in read_ahead(requests, active=context.is_active):  # a gone caller's queued batches: unscored
+            for req in self._stream(requests, context):  # a gone caller's queued batches: unscored
                 if session is None:  # the first message opens the pool: strategy, k, model
                     spec = msg.spec_of(req.strategy)
                     session = Session("pool", spec, self._first(spec, req.k), msg.feed_of(req.model, spec, self.models))
@@ -50,10 +54,18 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         finally:
             if session is not None:
                 session.close(self.sessions.budget)
+            self._streams.release()
 
     @maps_errors
     def Score(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[pb.ScoreAck]:
-        for req in read_ahead(requests, active=context.is_active):  # a gone caller's queued batches: uncommitted
+        self._take_stream()
+        try:
+            yield from self._acks(requests, context)
+        finally:
+            self._streams.release()
+
+    def _acks(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[pb.ScoreAck]:
+        for req in self._stream(requests, context):  # a gone caller's queued batches: uncommitted
             with self.metrics.batch_seconds.labels("Score").time():
                 session = self.sessions.get(req.session_id)
                 state = session.state
@@ -110,6 +122,15 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
             limits=pb.Limits(max_message_bytes=self.config.max_message_bytes, max_k=self.config.max_k,
                              max_sessions=self.config.max_sessions, session_memory_bytes=self.sessions.budget.total,
                              session_memory_free_bytes=self.sessions.budget.free))
+
+    def _take_stream(self) -> None:
+        """A stream slot, or RESOURCE_EXHAUSTED: streams never take the threads unary calls and health need."""
+        if not self._streams.acquire(blocking=False):
+            raise OverLimit(f"streams: all {self.max_streams} in use (--max-streams); close idle ones or retry later")
+
+    def _stream(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[Parsed]:
+        """The stream's requests, read ahead, closed when idle. The caller has taken a stream slot."""
+        return read_ahead(requests, active=context.is_active, idle_s=self.config.stream_idle_s)
 
     def _scored(self, session: Session, state: State, seq: int, req: Parsed) -> State:
         """Batch `seq` scored and merged into `state`, or an error with the session untouched."""

@@ -10,8 +10,17 @@ import queue
 import threading
 from typing import Callable, Iterator, TypeVar
 
+from poolscore.server.errors import StreamIdle
+
 T = TypeVar("T")
 _END = object()
+
+
+def _next(ready: queue.Queue, idle_s: float | None):
+    try:
+        return ready.get(timeout=idle_s)
+    except queue.Empty:
+        raise StreamIdle(idle_s) from None
 
 
 class _Failed:
@@ -19,9 +28,11 @@ class _Failed:
         self.error = error
 
 
-def read_ahead(requests: Iterator[T], depth: int = 2, active: Callable[[], bool] = lambda: True) -> Iterator[T]:
+def read_ahead(requests: Iterator[T], depth: int = 2, active: Callable[[], bool] = lambda: True,
+               idle_s: float | None = None) -> Iterator[T]:
     """The same items in the same order, received by a thread up to `depth` ahead. Once
-    `active()` is false (the caller went away), items already received are not handed on."""
+    `active()` is false (the caller went away), items already received are not handed on.
+    StreamIdle when nothing arrives for `idle_s` seconds."""
     ready: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
 
@@ -38,7 +49,7 @@ def read_ahead(requests: Iterator[T], depth: int = 2, active: Callable[[], bool]
 
     threading.Thread(target=pump, name="poolscore-read-ahead", daemon=True).start()
     try:
-        while (item := ready.get()) is not _END and active():
+        while (item := _next(ready, idle_s)) is not _END and active():
             if isinstance(item, _Failed):
                 raise item.error
             yield item

@@ -10,7 +10,8 @@ import grpc
 from grpc import StatusCode
 
 from poolscore.server.errors import (
-    BadInput, BadToken, ModelNotFound, OverLimit, SequenceGap, SessionConflict, SessionNotFound, UnknownStrategy,
+    BadInput, BadToken, ModelNotFound, OverLimit, SequenceGap, SessionConflict, SessionNotFound, StreamIdle,
+    UnknownStrategy,
 )
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ STATUS_OF = {
     SessionNotFound: StatusCode.NOT_FOUND, ModelNotFound: StatusCode.NOT_FOUND,
     SequenceGap: StatusCode.FAILED_PRECONDITION, SessionConflict: StatusCode.ALREADY_EXISTS,
     OverLimit: StatusCode.RESOURCE_EXHAUSTED, BadToken: StatusCode.UNAUTHENTICATED,
+    StreamIdle: StatusCode.DEADLINE_EXCEEDED,
 }
 
 

@@ -1,0 +1,104 @@
+"""Serving that holds: a cap on streams that leaves health and unary calls their threads, idle
+streams closed, limits on what a request may claim, and statuses for each."""
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from poolscore.client import BadBatch, Client, NotFound
+from poolscore.server.app import build_server
+from poolscore.server.config import ServeConfig
+from poolscore.v1 import scoring_pb2 as pb
+
+
+@pytest.fixture(scope="module")
+def small_app():
+    """A server with few threads, two stream slots and a short idle timeout."""
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", workers=6, max_streams=2,
+                                   stream_idle_s=1.5)).start()
+    yield app
+    app.stop(grace=None)
+
+
+def open_idle_stream(channel: grpc.Channel, session_id: str, release: threading.Event):
+    """A Score stream that sends one batch, then nothing until `release` is set."""
+    score = channel.stream_stream("/poolscore.v1.PoolScorer/Score", request_serializer=lambda m: m.SerializeToString(),
+                                  response_deserializer=pb.ScoreAck.FromString)
+
+    def requests():
+        yield pb.ScoreRequest(session_id=session_id, seq=0,
+                              logits=pb.Tensor(dtype=pb.FP32, shape=[1, 2], data=np.zeros(2, np.float32).tobytes()))
+        release.wait()
+
+    call = score(requests())
+    assert next(call).seq == 0  # the stream is open and holds its slot
+    return call
+
+
+def test_open_streams_leave_health_and_unary_calls_their_threads(small_app):
+    release = threading.Event()
+    with grpc.insecure_channel(small_app.target) as channel, Client(small_app.target) as client:
+        sessions = [client.create_session("entropy", k=2) for _ in range(3)]
+        calls = [open_idle_stream(channel, sid, release) for sid in sessions[:2]]
+        try:
+            with pytest.raises(grpc.RpcError) as refused:
+                open_idle_stream(channel, sessions[2], release)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "--max-streams" in refused.value.details()
+            health = health_pb2_grpc.HealthStub(channel)
+            took = []
+            for _ in range(20):
+                start = time.perf_counter()
+                assert health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING
+                took.append(time.perf_counter() - start)
+                assert client.get_session(sessions[0]).next_seq == 1
+            assert max(took) < 0.1
+        finally:
+            release.set()
+            for call in calls:
+                call.cancel()
+
+
+def test_an_idle_stream_is_closed_and_its_slot_and_batches_kept(small_app):
+    release = threading.Event()
+    with grpc.insecure_channel(small_app.target) as channel, Client(small_app.target) as client:
+        sid = client.create_session("entropy", k=2)
+        call = open_idle_stream(channel, sid, release)
+        with pytest.raises(grpc.RpcError) as closed:
+            next(call)  # nothing more is sent: the server closes the stream after --stream-idle-s
+        release.set()
+        assert closed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "--stream-idle-s" in closed.value.details()
+        assert client.get_session(sid).next_seq == 1  # the batch it committed is kept
+        client.score(sid, np.zeros((3, 2), np.float32))  # and the slot is free again
+        assert client.get_session(sid).items == 4
+
+
+def test_rows_claimed_without_values_are_refused_before_anything_is_allocated(app):
+    channel = grpc.insecure_channel(app.target)
+    score_pool = channel.stream_unary("/poolscore.v1.PoolScorer/ScorePool",
+                                              request_serializer=lambda m: m.SerializeToString(),
+                                              response_deserializer=pb.TopK.FromString)
+    for strategy, shape in (("entropy", [2**40, 0]), ("random", [2**24, 0])):
+        req = pb.ScoreRequest(strategy=pb.StrategySpec(name=strategy), k=3, logits=pb.Tensor(dtype=pb.FP32, shape=shape))
+        assert len(req.SerializeToString()) < 40
+        with pytest.raises(grpc.RpcError) as refused:
+            score_pool(iter([req]), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "rows of no values" in refused.value.details()
+    channel.close()
+
+
+def test_long_keys_and_session_ids_are_refused_and_named_short(client: Client):
+    with pytest.raises(BadBatch, match="over the limit of 1024"):
+        client.score_pool(np.zeros((2, 3), np.float32), "entropy", 2, keys=["a", "b" * 5000])
+    with pytest.raises(BadBatch, match="session_id: 300 characters"):
+        client.create_session("entropy", k=2, session_id="s" * 300)
+    with pytest.raises(NotFound) as missing:
+        client.top_k("x" * 100_000)  # a status, not a metadata overflow: the id is cut short
+    assert "100000 characters" in str(missing.value) and len(str(missing.value)) < 300
