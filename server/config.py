@@ -23,7 +23,7 @@ class ServeConfig:
     max_k: int = 1_000_000
     max_message_bytes: int = 64 * 1024 * 1024
     session_ttl_s: float = 3600.0  # idle sessions are dropped after this long
-    session_memory_mb: int = 4096  # set-level sessions reserve their candidate sets from this budget
+    session_memory_mb: int = 4096  # every session reserves its state (top-K, keys, candidate set) from this budget
     workers: int = 16  # gRPC handler threads
     max_streams: int = 0  # concurrent Score/ScorePool streams (0: workers − 4, so unary calls and health keep threads)
     stream_idle_s: float = 300.0  # a stream that sends nothing for this long is closed (DEADLINE_EXCEEDED)

@@ -102,3 +102,48 @@ def test_long_keys_and_session_ids_are_refused_and_named_short(client: Client):
     with pytest.raises(NotFound) as missing:
         client.top_k("x" * 100_000)  # a status, not a metadata overflow: the id is cut short
     assert "100000 characters" in str(missing.value) and len(str(missing.value)) < 300
+
+
+@pytest.mark.parametrize("method", ["CreateSession", "GetSession", "GetTopK", "DeleteSession", "ServerInfo",
+                                    "ReloadModels", "ScoreBatch"])
+def test_garbage_bytes_to_any_unary_method_are_invalid_argument(app, method):
+    with grpc.insecure_channel(app.target) as channel:
+        call = channel.unary_unary(f"/poolscore.v1.PoolScorer/{method}")
+        for garbage in (b"\xff\xff\xff", b"\x0a\x05ab", b"\x12\x80\x80\x80\x80\x10"):
+            with pytest.raises(grpc.RpcError) as refused:
+                call(garbage, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (garbage, refused.value.details())
+
+
+@pytest.mark.parametrize("method", ["ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",
+                                    "ModelInfer"])
+def test_garbage_bytes_to_oip_are_invalid_argument(app, method):
+    with grpc.insecure_channel(app.target) as channel:
+        call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"\xff\xff\xff", timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_every_session_reserves_its_top_k_from_the_budget():
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", session_memory_mb=1)).start()
+    try:
+        with Client(app.target) as client:
+            from poolscore.client import OverLimit
+
+            with pytest.raises(OverLimit, match=r"session-memory-mb"):
+                client.create_session("entropy", k=100_000)  # 6.4 MB of top-K against a 1 MiB budget
+            made = []
+            with pytest.raises(OverLimit, match="free"):
+                for _ in range(100):
+                    made.append(client.create_session("margin", k=1000))  # 64 KB each
+            assert 10 <= len(made) < 17
+            with pytest.raises(OverLimit):
+                client.score_pool(np.zeros((10, 3), np.float32), "entropy", 1000)  # ScorePool reserves too
+            client.delete_session(made.pop())
+            assert len(client.score_pool(np.zeros((10, 3), np.float32), "entropy", 1000)) == 10
+            for sid in made:
+                client.delete_session(sid)
+            assert client.info().limits.session_memory_free_bytes == 2**20
+    finally:
+        app.stop(grace=None)

@@ -42,6 +42,11 @@ class State:
         keyed = (scored.keys is not None) if scored.rows else self.keyed
         return replace(self, top=top, next_seq=seq + 1, items=self.items + scored.rows, keyed=keyed, keys=keys)
 
+    def reserved_bytes(self) -> int:
+        """What this state may hold at its peak: its top-K (or candidate set) and its keys."""
+        keys = sum(map(len, self.keys.values())) + 100 * len(self.keys) if self.keys else 0
+        return self.top.reserved_bytes() + keys
+
     def is_new(self, seq: int, session_id: str) -> bool:
         """True when `seq` is the next batch; False when it is committed (ack again, score nothing)."""
         if seq < 0:
@@ -94,10 +99,10 @@ class Session:
     def reserve(self, new: State, budget: MemoryBudget) -> None:
         """Reserve what `new` may hold beyond what is reserved, before it is committed; OverLimit
         (RESOURCE_EXHAUSTED, naming the budget) leaves the session as it was."""
-        need = getattr(new.top, "reserved_bytes", lambda: 0)()
+        need = new.reserved_bytes()
         with self.lock:
             if need > self.reserved and not self.closed:
-                budget.reserve(need - self.reserved, f"session {self.id}'s candidate set")
+                budget.reserve(need - self.reserved, f"session {self.id}")
                 self.reserved = need
 
     def close(self, budget: MemoryBudget) -> None:

@@ -34,7 +34,7 @@ class SessionStore:
             if len(self._sessions) >= self.max_sessions:
                 raise OverLimit(f"sessions: all {self.max_sessions} in use; delete finished ones")
             session = Session(session_id or uuid.uuid4().hex, spec, first, feed=feed)
-            session.reserve(first, self.budget)  # a candidate set's index, before any batch: refused here
+            session.reserve(first, self.budget)  # its top-K (or a candidate set's index): refused here, before any batch
             self._sessions[session.id] = session
             return session
 

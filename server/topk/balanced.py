@@ -41,6 +41,10 @@ class BalancedTopK:
     def __len__(self) -> int:
         return min(self.k, len(self.held_ids_))
 
+    def reserved_bytes(self) -> int:
+        """Its peak: K (score, id, class) triples per class and a merge's copy (K·2 per class before the first batch)."""
+        return 2 * 24 * self.k * max(self.classes, 2)
+
     def held_ids(self) -> np.ndarray:
         return self.held_ids_
 

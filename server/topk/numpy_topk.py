@@ -34,6 +34,10 @@ class NumpyTopK:
     def __len__(self) -> int:
         return len(self._sorted()[1])
 
+    def reserved_bytes(self) -> int:
+        """Its peak: 2K (score, id) pairs held, and a merge's sorted copy of them."""
+        return 64 * self.k
+
     def held_ids(self) -> np.ndarray:
         return np.concatenate([self.best_ids, self.pending_ids])
 

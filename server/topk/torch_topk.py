@@ -33,6 +33,10 @@ class TorchTopK:
     def __len__(self) -> int:
         return int(self._sorted()[1].shape[0])
 
+    def reserved_bytes(self) -> int:
+        """Its peak: 2K (score, id) pairs held, and a merge's sorted copy of them."""
+        return 64 * self.k
+
     def held_ids(self) -> torch.Tensor:
         """Every id this value holds: the best K and the unsorted candidates (≤ 2K)."""
         return torch.cat([self.best_ids, self.pending_ids])

@@ -23,12 +23,12 @@ def poolscorer(s: PoolScorer) -> grpc.GenericRpcHandler:
         "ScorePool": grpc.stream_unary_rpc_method_handler(s.ScorePool, wire.score_request, _out),
         "Score": grpc.stream_stream_rpc_method_handler(s.Score, wire.score_request, _out),
         "ScoreBatch": unary(s.ScoreBatch, wire.score_batch_request, _out),
-        "CreateSession": unary(s.CreateSession, pb.CreateSessionRequest.FromString, _out),
-        "GetSession": unary(s.GetSession, pb.SessionRef.FromString, _out),
-        "GetTopK": unary(s.GetTopK, pb.SessionRef.FromString, _out),
-        "DeleteSession": unary(s.DeleteSession, pb.SessionRef.FromString, _out),
-        "ServerInfo": unary(s.ServerInfo, pb.ServerInfoRequest.FromString, _out),
-        "ReloadModels": unary(s.ReloadModels, pb.ReloadModelsRequest.FromString, _out),
+        "CreateSession": unary(s.CreateSession, wire.message(pb.CreateSessionRequest), _out),
+        "GetSession": unary(s.GetSession, wire.message(pb.SessionRef), _out),
+        "GetTopK": unary(s.GetTopK, wire.message(pb.SessionRef), _out),
+        "DeleteSession": unary(s.DeleteSession, wire.message(pb.SessionRef), _out),
+        "ServerInfo": unary(s.ServerInfo, wire.message(pb.ServerInfoRequest), _out),
+        "ReloadModels": unary(s.ReloadModels, wire.message(pb.ReloadModelsRequest), _out),
     })
 
 
@@ -37,4 +37,4 @@ def inference(s: InferenceServicer) -> grpc.GenericRpcHandler:
              "ModelReady": oip.ModelReadyRequest, "ServerMetadata": oip.ServerMetadataRequest,
              "ModelMetadata": oip.ModelMetadataRequest, "ModelInfer": oip.ModelInferRequest}
     return grpc.method_handlers_generic_handler(OIP_SERVICE, {
-        name: grpc.unary_unary_rpc_method_handler(getattr(s, name), req.FromString, _out) for name, req in calls.items()})
+        name: grpc.unary_unary_rpc_method_handler(getattr(s, name), wire.message(req), _out) for name, req in calls.items()})

@@ -14,6 +14,8 @@ from poolscore.server.errors import (
     UnknownStrategy,
 )
 
+from poolscore.server.transport.wire import Unparsable
+
 log = logging.getLogger(__name__)
 
 STATUS_OF = {
@@ -58,6 +60,8 @@ def maps_errors(method: Callable) -> Callable:
     @functools.wraps(method)
     def unary(self, request, context):
         try:
+            if isinstance(request, Unparsable):  # even an RPC that reads no field refuses garbage
+                raise request.error
             return method(self, request, context)
         except Exception as err:  # noqa: BLE001
             _abort(self, context, err)

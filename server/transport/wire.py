@@ -139,6 +139,17 @@ def _parse_or_raise(buf: memoryview, tensor_fields: dict[int, str], cls) -> Pars
     return Parsed(cls.FromString(b"".join(rest)), tensors)
 
 
+def message(cls):
+    """A deserializer for a tensor-free message: its parse, or an Unparsable that the RPC raises
+    as INVALID_ARGUMENT (gRPC would report the deserializer's exception as INTERNAL)."""
+    def parse(data: bytes):
+        try:
+            return cls.FromString(data)
+        except Exception as err:  # noqa: BLE001 - DecodeError, or a bad UTF-8 string: the caller's bytes
+            return Unparsable(BadInput("message", f"not a valid {cls.__name__}: {err}"))
+    return parse
+
+
 def score_request(data: bytes) -> Parsed:
     return _parse(data, _SCORE_REQUEST, pb.ScoreRequest)
 
