@@ -30,6 +30,7 @@ class Scored:
     classes: Array | None = None  # class_balanced: each row's predicted class, int64 on the host
     class_count: int = 0
     host: Mapping[str, np.ndarray] | None = None  # set-level: host arrays the candidate set takes rows from
+    width: tuple[int, ...] | None = None  # the predictions' shape past the rows ([T,] C), when there are any
 
 
 class Pipeline:
@@ -68,13 +69,13 @@ class Pipeline:
         if spec.selection.set_level:
             scores, host = self._candidates(spec, rows, x, emb, ids, labeled)
             return Scored(scores, ids, keys or None, rows, batch.nbytes, *((x, emb) if ran_model else (None, None)),
-                          host=host)
+                          host=host, width=_width(x))
         if labeled is not None:
             raise BadInput("labeled", f"labeled embeddings seed coreset, not {spec.strategy.name}")
         scores = self.backend.score(spec.kernel, x, embedding=emb, ids=ids, options=spec.options)
         scores, classes = self._selection(spec, scores, ids, x)
         return Scored(scores, ids, keys or None, rows, batch.nbytes, *((x, emb) if ran_model else (None, None)),
-                      classes=classes, class_count=0 if classes is None else x.shape[-1])
+                      classes=classes, class_count=0 if classes is None else x.shape[-1], width=_width(x))
 
     def _candidates(self, spec: Spec, rows: int, x, emb, ids, labeled) -> tuple[Array, dict[str, np.ndarray]]:
         """A set-level batch: its pre-scores, and the host arrays its candidates' rows come from
@@ -117,6 +118,10 @@ def _through_model(feed: Feed | None, x: Array | None, emb: Array | None, inputs
         raise BadInput("inputs", "send logits or inputs, not both")
     logits, model_emb = feed.model.forward(inputs, feed.samples, feed.seed)
     return logits, emb if emb is not None else model_emb
+
+
+def _width(x) -> tuple[int, ...] | None:
+    return None if x is None or x.ndim == 0 or x.shape[0] == 0 else tuple(int(n) for n in x.shape[1:])
 
 
 def _reference_seed(spec: Spec) -> int:

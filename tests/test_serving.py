@@ -147,3 +147,14 @@ def test_every_session_reserves_its_top_k_from_the_budget():
             assert client.info().limits.session_memory_free_bytes == 2**20
     finally:
         app.stop(grace=None)
+
+
+def test_a_session_keeps_its_first_batch_class_count(client: Client):
+    sid = client.create_session("entropy", k=3)
+    try:
+        client.score(sid, np.zeros((4, 5), np.float32))
+        with pytest.raises(BadBatch, match=r"shape \[N, 6\], but the session's first batch had \[N, 5\]"):
+            client.score(sid, np.zeros((4, 6), np.float32))
+        assert client.get_session(sid).items == 4
+    finally:
+        client.delete_session(sid)

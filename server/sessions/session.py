@@ -28,11 +28,15 @@ class State:
     items: int = 0
     keyed: bool | None = None  # set by the first batch of rows: string keys or int64 ids, never both
     keys: Mapping[int, str] = field(default_factory=dict)  # surrogate id → key, for the ids `top` holds
+    width: tuple[int, ...] | None = None  # the first batch's predictions past the rows: every batch's must match
 
     def after(self, seq: int, scored: Scored) -> "State":
         """The state once `scored` (batch `seq`, scored from row `items`) is committed; self stays."""
         if scored.rows:  # a batch of no rows carries neither keys nor ids: it fits either kind of session
             self._check_keys(scored.keys is not None, seq)
+        if scored.width is not None and self.width is not None and scored.width != self.width:
+            raise BadInput("logits", f"shape [N, {', '.join(map(str, scored.width))}], but the session's first batch "
+                                     f"had [N, {', '.join(map(str, self.width))}]")
         top = _merged(self.top, scored)
         keys = self.keys
         if scored.keys is not None and top is not self.top:
@@ -40,7 +44,9 @@ class State:
             keys = {i: self.keys[i] if i < first else scored.keys[i - first]
                     for i in top.held_ids().tolist()}  # ≤ 2K entries, once per batch that changed the top
         keyed = (scored.keys is not None) if scored.rows else self.keyed
-        return replace(self, top=top, next_seq=seq + 1, items=self.items + scored.rows, keyed=keyed, keys=keys)
+        width = self.width if self.width is not None else scored.width
+        return replace(self, top=top, next_seq=seq + 1, items=self.items + scored.rows, keyed=keyed, keys=keys,
+                       width=width)
 
     def reserved_bytes(self) -> int:
         """What this state may hold at its peak: its top-K (or candidate set) and its keys."""
