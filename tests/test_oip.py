@@ -72,3 +72,13 @@ def test_errors_reach_tritonclient_with_their_status(served) -> None:
         infer(served[0], "margin", {"logits": bad})
     with pytest.raises(InferenceServerException, match=r"no model or scorer named 'nope'"):
         infer(served[0], "nope", {"logits": bad})
+
+
+def test_a_misspelled_parameter_or_input_name_is_refused_by_name(served) -> None:
+    target, _ = served
+    z = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    with pytest.raises(InferenceServerException, match="parameters.tempreature: unknown"):
+        infer(target, "entropy", {"logits": z}, parameters={"tempreature": 2.0})
+    with pytest.raises(InferenceServerException, match="inputs.logit: scorer entropy takes inputs named logits"):
+        infer(target, "entropy", {"logit": z})
+    assert infer(target, "entropy", {"logits": z}, parameters={"temperature": 2.0}).as_numpy("scores").shape == (5,)

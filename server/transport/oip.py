@@ -26,6 +26,7 @@ from poolscore.server.models.hosted import Committee
 from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline, Scored
 from poolscore.server.strategies import STRATEGIES, Spec, Strategy, options_from, parse_spec
+from poolscore.server.strategies.options import NAMES as OPTION_NAMES
 from poolscore.server.transport.statuses import maps_errors
 from poolscore.v1 import inference_pb2 as oip
 
@@ -82,8 +83,13 @@ class InferenceServicer:
         if req.model_name in self.models.models:
             outputs = self._hosted(req.model_name, tensors, options)
         else:
-            spec = Spec(_scorer(req.model_name), options_from(options, "parameters"))
-            batch = Batch({name: t for name, t in tensors.items() if name in _SCORER_INPUTS})
+            strategy = _scorer(req.model_name)
+            for name in tensors:
+                if name not in _SCORER_INPUTS:
+                    raise BadInput(f"inputs.{name}", f"scorer {strategy.name} takes inputs named "
+                                                     f"{', '.join(_SCORER_INPUTS)} ({strategy.shape})")
+            spec = Spec(strategy, options_from(options, "parameters"))
+            batch = Batch(tensors)
             outputs = {"scores": self.pipeline.score(spec, batch, seq=None).scores}
         wanted = [o.name for o in req.outputs] or list(outputs)
         for name in wanted:
@@ -153,7 +159,15 @@ def _parameters(params) -> dict:
     def value(p):
         return getattr(p, p.WhichOneof("parameter_choice")) if p.WhichOneof("parameter_choice") else None
 
-    return {k: value(v) for k, v in params.items()}
+    given = {k: value(v) for k, v in params.items() if k not in _PROTOCOL_PARAMETERS}
+    for name in given:
+        if name not in OPTION_NAMES:
+            raise BadInput(f"parameters.{name}", f"unknown; the scoring parameters are {', '.join(OPTION_NAMES)}")
+    return given
+
+
+# The protocol's own request parameters (KServe v2, Triton): understood as theirs, not as options
+_PROTOCOL_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output")
 
 
 def _response(req: oip.ModelInferRequest, outputs: dict[str, np.ndarray]) -> oip.ModelInferResponse:
