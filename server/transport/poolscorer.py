@@ -30,7 +30,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         self.config, self.backend, self.sessions, self.metrics = config, backend, sessions, metrics
         self.models, self.pipeline = models, pipeline
         metrics.sessions.set_function(lambda: len(sessions))  # live at each scrape, expiry included
-        self.max_streams = config.max_streams or max(1, config.workers - 4)
+        self.max_streams = config.max_streams or max(1, config.workers - 8)
         self._streams = threading.BoundedSemaphore(self.max_streams)
 
     @maps_errors
