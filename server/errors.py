@@ -78,6 +78,12 @@ class SequenceGap(PoolscoreError):
         )
 
 
+class ResendConflict(PoolscoreError):
+    def __init__(self, session_id: str, seq: int) -> None:
+        super().__init__(f"session {shown(session_id)}: batch {seq} was already committed, with other content (by "
+                         f"another writer, or from a pool read in another order); a resend must carry the same batch")
+
+
 class OverLimit(PoolscoreError):
     """A configured limit (sessions, k, message size, memory) would be exceeded."""
 

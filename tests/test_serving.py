@@ -153,3 +153,25 @@ def test_a_session_keeps_its_first_batch_class_count(client: Client):
         assert client.get_session(sid).items == 4
     finally:
         client.delete_session(sid)
+
+
+def test_a_resend_of_a_committed_seq_must_carry_the_same_batch(app, client: Client, rng):
+    sid = client.create_session("entropy", k=3)
+    z = rng.normal(size=(5, 4)).astype(np.float32)
+
+    def request(seq: int, logits: np.ndarray) -> bytes:
+        return pb.ScoreRequest(session_id=sid, seq=seq, logits=pb.Tensor(dtype=pb.FP32, shape=list(logits.shape),
+                                                                         data=logits.tobytes())).SerializeToString()
+
+    with grpc.insecure_channel(app.target) as channel:
+        score = channel.stream_stream("/poolscore.v1.PoolScorer/Score", response_deserializer=pb.ScoreAck.FromString)
+        assert not next(score(iter([request(0, z)]))).replayed
+        assert next(score(iter([request(0, z)]))).replayed  # the same batch again: acked, not scored
+        other = z.copy()
+        other[2, 1] += 1.0
+        with pytest.raises(grpc.RpcError) as refused:
+            next(score(iter([request(0, other)])))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "batch 0 was already committed, with other content" in refused.value.details()
+    assert client.get_session(sid).items == 5
+    client.delete_session(sid)

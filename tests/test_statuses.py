@@ -20,6 +20,7 @@ WANT = {
     errors.OverLimit("k: too big"): grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.BadToken("no token"): grpc.StatusCode.UNAUTHENTICATED,
     errors.StreamIdle(300.0): grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.ResendConflict("s", 4): grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

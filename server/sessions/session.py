@@ -11,14 +11,19 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
+import numpy as np
+
 from poolscore.server.backends.base import Backend, TopK
-from poolscore.server.errors import BadInput, SequenceGap
+from poolscore.server.errors import BadInput, ResendConflict, SequenceGap
 from poolscore.server.models.feed import Feed
 from poolscore.server.pipeline import Scored
 from poolscore.server.runtime.budget import MemoryBudget
 from poolscore.server.setlevel.pool import CandidatePool
 from poolscore.server.strategies import Spec
 from poolscore.server.topk.balanced import BalancedTopK
+
+
+RESENDS = 1024  # how many committed batches a resend is checked against
 
 
 @dataclass(frozen=True)
@@ -29,8 +34,9 @@ class State:
     keyed: bool | None = None  # set by the first batch of rows: string keys or int64 ids, never both
     keys: Mapping[int, str] = field(default_factory=dict)  # surrogate id → key, for the ids `top` holds
     width: tuple[int, ...] | None = None  # the first batch's predictions past the rows: every batch's must match
+    digests: np.ndarray = field(default_factory=lambda: np.zeros(RESENDS, np.uint32))  # the last RESENDS batches' digests
 
-    def after(self, seq: int, scored: Scored) -> "State":
+    def after(self, seq: int, scored: Scored, digest: int | None = None) -> "State":
         """The state once `scored` (batch `seq`, scored from row `items`) is committed; self stays."""
         if scored.rows:  # a batch of no rows carries neither keys nor ids: it fits either kind of session
             self._check_keys(scored.keys is not None, seq)
@@ -45,8 +51,17 @@ class State:
                     for i in top.held_ids().tolist()}  # ≤ 2K entries, once per batch that changed the top
         keyed = (scored.keys is not None) if scored.rows else self.keyed
         width = self.width if self.width is not None else scored.width
+        digests = self.digests
+        if digest is not None:
+            digests = digests.copy()
+            digests[seq % RESENDS] = digest
         return replace(self, top=top, next_seq=seq + 1, items=self.items + scored.rows, keyed=keyed, keys=keys,
-                       width=width)
+                       width=width, digests=digests)
+
+    def check_resend(self, seq: int, digest: int, session_id: str) -> None:
+        """A committed seq sent again must carry the same batch (within the last RESENDS seqs)."""
+        if self.next_seq - RESENDS <= seq < self.next_seq and self.digests[seq % RESENDS] != digest:
+            raise ResendConflict(session_id, seq)
 
     def reserved_bytes(self) -> int:
         """What this state may hold at its peak: its top-K (or candidate set) and its keys."""

@@ -16,7 +16,7 @@ from poolscore.server.pipeline import Pipeline
 from poolscore.server.sessions.session import Session, State, empty_state
 from poolscore.server.sessions.store import SessionStore
 from poolscore.server.strategies import Spec, check_k
-from poolscore.server.transport import messages as msg
+from poolscore.server.transport import messages as msg, wire
 from poolscore.server.transport.readahead import read_ahead
 from poolscore.server.transport.statuses import maps_errors
 from poolscore.server.transport.wire import Parsed
@@ -70,10 +70,13 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                 session = self.sessions.get(req.session_id)
                 state = session.state
                 fresh = state.is_new(req.seq, session.id)
+                digest = wire.digest(req)
                 if fresh:  # scored outside the lock, against `state`; committed only if still next
-                    new = self._scored(session, state, req.seq, req)
+                    new = self._scored(session, state, req.seq, req, digest)
                     fresh = session.commit(state, new)  # False: another writer committed this seq first
                     state = new if fresh else session.state
+                if not fresh:
+                    state.check_resend(req.seq, digest, session.id)
             yield msg.ack(session, state, req.seq, replayed=not fresh)
 
     @maps_errors
@@ -132,10 +135,10 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         """The stream's requests, read ahead, closed when idle. The caller has taken a stream slot."""
         return read_ahead(requests, active=context.is_active, idle_s=self.config.stream_idle_s)
 
-    def _scored(self, session: Session, state: State, seq: int, req: Parsed) -> State:
+    def _scored(self, session: Session, state: State, seq: int, req: Parsed, digest: int | None = None) -> State:
         """Batch `seq` scored and merged into `state`, or an error with the session untouched."""
         scored = self.pipeline.score(session.spec, req.batch, seq=seq, first_row=state.items, feed=session.feed)
-        new = state.after(seq, scored)
+        new = state.after(seq, scored, digest)
         session.reserve(new, self.sessions.budget)  # a candidate set's rows, once the first batch shows their width
         return new
 

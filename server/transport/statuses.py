@@ -10,7 +10,7 @@ import grpc
 from grpc import StatusCode
 
 from poolscore.server.errors import (
-    BadInput, BadToken, ModelNotFound, OverLimit, SequenceGap, SessionConflict, SessionNotFound, StreamIdle,
+    BadInput, BadToken, ModelNotFound, OverLimit, ResendConflict, SequenceGap, SessionConflict, SessionNotFound, StreamIdle,
     UnknownStrategy,
 )
 
@@ -23,7 +23,7 @@ STATUS_OF = {
     SessionNotFound: StatusCode.NOT_FOUND, ModelNotFound: StatusCode.NOT_FOUND,
     SequenceGap: StatusCode.FAILED_PRECONDITION, SessionConflict: StatusCode.ALREADY_EXISTS,
     OverLimit: StatusCode.RESOURCE_EXHAUSTED, BadToken: StatusCode.UNAUTHENTICATED,
-    StreamIdle: StatusCode.DEADLINE_EXCEEDED,
+    StreamIdle: StatusCode.DEADLINE_EXCEEDED, ResendConflict: StatusCode.FAILED_PRECONDITION,
 }
 
 
