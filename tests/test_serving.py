@@ -175,3 +175,29 @@ def test_a_resend_of_a_committed_seq_must_carry_the_same_batch(app, client: Clie
         assert "batch 0 was already committed, with other content" in refused.value.details()
     assert client.get_session(sid).items == 5
     client.delete_session(sid)
+
+
+def test_replies_that_cannot_fit_are_refused_before_the_work():
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off",
+                                   max_message_bytes=200_000)).start()
+    try:
+        with Client(app.target) as c:
+            from poolscore.client import OverLimit
+
+            keys = [f"{i:0900d}" for i in range(300)]  # ~900 B each: 300 of them pass the 200 kB limit
+            with pytest.raises(OverLimit, match="keys: the top-K's keys would make a reply"):
+                c.score_pool(np.zeros((300, 3), np.float32), "entropy", 300, keys=keys)
+            assert len(c.score_pool(np.zeros((50, 3), np.float32), "entropy", 50, keys=keys[:50])) == 50
+            with grpc.insecure_channel(app.target) as channel:
+                batch = channel.unary_unary("/poolscore.v1.PoolScorer/ScoreBatch")
+                def req(n: int) -> bytes:  # float16 logits [n, 1] in, n float64 scores out: 4x the bytes
+                    return pb.ScoreBatchRequest(strategy=pb.StrategySpec(name="entropy"), logits=pb.Tensor(
+                        dtype=pb.FP16, shape=[n, 1], data=np.zeros(n, np.float16).tobytes())).SerializeToString()
+
+                assert batch(req(15_000), timeout=10)  # 120 kB back: fits
+                with pytest.raises(grpc.RpcError) as refused:
+                    batch(req(30_000), timeout=10)  # 60 kB in, 240 kB back
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "ScoreBatch: 30000 scores" in refused.value.details()
+    finally:
+        app.stop(grace=None)

@@ -68,6 +68,10 @@ class State:
         keys = sum(map(len, self.keys.values())) + 100 * len(self.keys) if self.keys else 0
         return self.top.reserved_bytes() + keys
 
+    def reply_bytes(self) -> int:
+        """An upper bound on the TopK reply: every held key (≥ the top-K's) with its score."""
+        return sum(len(k.encode()) + 16 for k in self.keys.values()) + 64
+
     def is_new(self, seq: int, session_id: str) -> bool:
         """True when `seq` is the next batch; False when it is committed (ack again, score nothing)."""
         if seq < 0:

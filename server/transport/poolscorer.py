@@ -105,6 +105,10 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
             if spec.selection.set_level:
                 raise BadInput("strategy.name", f"{spec.strategy.name} selects over a whole pool's candidates: "
                                                 "use ScorePool or a session, not ScoreBatch")
+            rows = max((t.shape[0] for t in req.batch.tensors.values() if t.shape), default=0)
+            if 8 * rows + 1024 > self.config.max_message_bytes:  # refused before the work, not after it
+                raise OverLimit(f"ScoreBatch: {rows} scores would not fit in a reply under the message limit of "
+                                f"{self.config.max_message_bytes} bytes; send fewer rows, or use ScorePool")
             scored = self.pipeline.score(spec, req.batch, feed=msg.feed_of(req.model, spec, self.models))
             return pb.ScoreBatchReply(scores=msg.tensor_to_pb(self.backend.to_numpy(scored.scores)))
 
@@ -139,6 +143,9 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         """Batch `seq` scored and merged into `state`, or an error with the session untouched."""
         scored = self.pipeline.score(session.spec, req.batch, seq=seq, first_row=state.items, feed=session.feed)
         new = state.after(seq, scored, digest)
+        if new.keys and new is not state and new.reply_bytes() > self.config.max_message_bytes:
+            raise OverLimit(f"keys: the top-K's keys would make a reply of {new.reply_bytes()} bytes, over the message "
+                            f"limit of {self.config.max_message_bytes}; ask for a smaller k or use shorter keys")
         session.reserve(new, self.sessions.budget)  # a candidate set's rows, once the first batch shows their width
         return new
 
