@@ -50,3 +50,34 @@ def test_nothing_more_is_handed_on_once_the_caller_is_gone() -> None:
         if item == 3:
             gone.set()  # as a cancelled RPC's context.is_active() turns false
     assert seen == [0, 1, 2, 3]
+
+
+def test_read_ahead_holds_its_items_bytes_within_the_budget() -> None:
+    import threading as _threading
+
+    from poolscore.server.runtime.budget import ByteBudget
+
+    budget = ByteBudget(100)
+    items = [60, 60, 60, 300, 10]  # each item is its own size; 300 is over the whole budget
+    seen, most = [], []
+
+    def sizes():
+        for n in items:
+            most.append(budget.used)  # what is held when the next item is received
+            yield n
+
+    for n in read_ahead(sizes(), depth=4, budget=budget, size=lambda n: n):
+        seen.append(n)
+        assert budget.used <= max(100, n)
+    assert seen == items and budget.used == 0
+    assert all(u <= 100 or u in items for u in most)  # within the budget, or one oversized item alone
+
+    # two streams on one budget: neither waits forever, and the budget comes back whole
+    out: list = []
+    runs = [_threading.Thread(target=lambda: out.append(list(read_ahead(iter([70] * 5), budget=budget,
+                                                                         size=lambda n: n)))) for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(timeout=30)
+    assert out == [[70] * 5] * 2 and budget.used == 0

@@ -36,3 +36,30 @@ class MemoryBudget:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
+
+
+class ByteBudget:
+    """Bytes of requests received ahead of their scoring, all streams together (read-ahead).
+
+    A stream's reader waits for room rather than failing: it just stops reading ahead, and HTTP/2
+    flow control holds the sender back. When nothing is held, one request of any size may go."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.total, self.used = total_bytes, 0
+        self._cond = threading.Condition()
+
+    def take(self, nbytes: int, stop: threading.Event) -> bool:
+        """Hold nbytes once there is room; False if `stop` was set while waiting."""
+        with self._cond:
+            while self.used and self.used + nbytes > self.total:
+                if stop.is_set():
+                    return False
+                self._cond.wait(0.05)
+            self.used += nbytes
+            return True
+
+    def give(self, nbytes: int) -> None:
+        if nbytes:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()

@@ -13,6 +13,7 @@ from poolscore.server.errors import BadInput, OverLimit
 from poolscore.server.metrics import Metrics
 from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline
+from poolscore.server.runtime.budget import ByteBudget
 from poolscore.server.sessions.session import Session, State, empty_state
 from poolscore.server.sessions.store import SessionStore
 from poolscore.server.strategies import Spec, check_k
@@ -32,6 +33,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         metrics.sessions.set_function(lambda: len(sessions))  # live at each scrape, expiry included
         self.max_streams = config.max_streams or max(1, config.workers - 8)
         self._streams = threading.BoundedSemaphore(self.max_streams)
+        self._read_ahead = ByteBudget(config.read_ahead_mb * 2**20)
 
     @maps_errors
     def ScorePool(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> pb.TopK:
@@ -137,7 +139,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     def _stream(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[Parsed]:
         """The stream's requests, read ahead, closed when idle. The caller has taken a stream slot."""
-        return read_ahead(requests, active=context.is_active, idle_s=self.config.stream_idle_s)
+        return read_ahead(requests, active=context.is_active, idle_s=self.config.stream_idle_s,
+                          budget=self._read_ahead, size=_size)
 
     def _scored(self, session: Session, state: State, seq: int, req: Parsed, digest: int | None = None) -> State:
         """Batch `seq` scored and merged into `state`, or an error with the session untouched."""
@@ -151,6 +154,11 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     def _first(self, spec: Spec, k: int) -> State:
         return empty_state(spec, check_k(k, self.config.max_k), self.backend)
+
+
+def _size(req: Parsed) -> int:
+    """A received request's tensor bytes (0 for one that could not be read)."""
+    return sum(len(t.data) for t in req.tensors.values()) if isinstance(req, Parsed) else 0
 
 
 def version() -> str:
