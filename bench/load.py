@@ -3,13 +3,14 @@
     python bench/load.py [--sessions 64] [--batches 40] [--rows 2000] [--classes 10]
 
 Half the sessions stream batches (each waits for its ack before the next, so ack latency is
-what a pipeline sees); the other half hold a Score stream open and send nothing. A prober checks
-health every 20 ms throughout. It prints the health p50/p99/max, the ack p50/p99, the server's
+what a pipeline sees); the other half hold a Score stream open and send nothing. A prober (its own process,
+as a kubelet is) checks health every 20 ms throughout. It prints the health p50/p99/max, the ack p50/p99, the server's
 RSS before and after, and checks every active session's top-K against NumPy.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import re
 import subprocess
@@ -86,40 +87,40 @@ def idle(target: str, release: threading.Event, opened: threading.Barrier) -> No
         c.delete_session(sid)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sessions", type=int, default=64)
-    ap.add_argument("--batches", type=int, default=40)
-    ap.add_argument("--rows", type=int, default=2000)
-    ap.add_argument("--classes", type=int, default=10)
-    args = ap.parse_args()
+def probe(target: str, done, results) -> None:
+    """Health checks every 20 ms until `done`; their latencies go back through `results`."""
+    took = []
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while not done.is_set():
+            start = time.perf_counter()
+            health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            took.append(time.perf_counter() - start)
+            time.sleep(0.02)  # the probe's period, not a wait for readiness
+    results.put(took)
+
+
+def run(sessions: int, batches: int, rows: int, classes: int) -> dict:
+    """Serve, load, measure: the figures main() prints (tests/test_load.py runs a small one)."""
     proc, target = serve()
     try:
         with Client(target) as c:
             c.wait_ready(timeout=60)
         before = rss_mib(proc.pid)
-        n_idle = args.sessions // 2
+        n_idle = sessions // 2
         release, opened = threading.Event(), threading.Barrier(n_idle + 1)
         idlers = [threading.Thread(target=idle, args=(target, release, opened)) for _ in range(n_idle)]
         for t in idlers:
             t.start()
         opened.wait()  # every idle stream is open and holds its slot
-        probes, done = [], threading.Event()
-
-        def probe() -> None:
-            with grpc.insecure_channel(target) as channel:
-                health = health_pb2_grpc.HealthStub(channel)
-                while not done.is_set():
-                    start = time.perf_counter()
-                    health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-                    probes.append(time.perf_counter() - start)
-                    time.sleep(0.02)  # the probe's period, not a wait for readiness
-
-        prober = threading.Thread(target=probe)
+        # the prober is a process of its own, as a kubelet is: this one's 32 client threads hold its GIL
+        spawn = multiprocessing.get_context("spawn")  # not fork: gRPC's threads do not survive one
+        done, results = spawn.Event(), spawn.Queue()
+        prober = spawn.Process(target=probe, args=(target, done, results))
         prober.start()
         acks, failures = [], []
-        workers = [threading.Thread(target=active, args=(target, s, args.batches, args.rows, args.classes, acks, failures))
-                   for s in range(args.sessions - n_idle)]
+        workers = [threading.Thread(target=active, args=(target, s, batches, rows, classes, acks, failures))
+                   for s in range(sessions - n_idle)]
         start = time.perf_counter()
         for t in workers:
             t.start()
@@ -127,22 +128,35 @@ def main() -> None:
             t.join()
         took = time.perf_counter() - start
         done.set()
+        probes = results.get(timeout=60)
         prober.join()
         release.set()
         for t in idlers:
             t.join()
-        after = rss_mib(proc.pid)
-        ms = lambda a, q: 1000 * float(np.quantile(a, q))  # noqa: E731
-        print(f"{args.sessions} sessions ({args.sessions - n_idle} streaming {args.batches} x {args.rows} x "
-              f"{args.classes}, {n_idle} idle streams) in {took:.1f} s on {os.cpu_count()} cores")
-        print(f"  health: {len(probes)} probes, p50 {ms(probes, .5):.1f} ms, p99 {ms(probes, .99):.1f} ms, "
-              f"max {1000 * max(probes):.1f} ms (limit 100 ms: {'ok' if max(probes) < 0.1 else 'OVER'})")
-        print(f"  batch ack: p50 {ms(acks, .5):.1f} ms, p99 {ms(acks, .99):.1f} ms over {len(acks)} batches")
-        print(f"  server RSS: {before:.0f} MiB before, {after:.0f} MiB after")
-        print(f"  top-K exact: {args.sessions - n_idle - len(failures)} of {args.sessions - n_idle}")
+        return dict(took=took, idle=n_idle, active=sessions - n_idle, probes=probes, acks=acks, failures=failures,
+                    rss=(before, rss_mib(proc.pid)))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--classes", type=int, default=10)
+    args = ap.parse_args()
+    r = run(args.sessions, args.batches, args.rows, args.classes)
+    probes, acks = r["probes"], r["acks"]
+    ms = lambda a, q: 1000 * float(np.quantile(a, q))  # noqa: E731
+    print(f"{args.sessions} sessions ({r['active']} streaming {args.batches} x {args.rows} x {args.classes}, "
+          f"{r['idle']} idle streams) in {r['took']:.1f} s on {os.cpu_count()} cores")
+    print(f"  health: {len(probes)} probes, p50 {ms(probes, .5):.1f} ms, p99 {ms(probes, .99):.1f} ms, "
+          f"max {1000 * max(probes):.1f} ms (limit 100 ms: {'ok' if max(probes) < 0.1 else 'OVER'})")
+    print(f"  batch ack: p50 {ms(acks, .5):.1f} ms, p99 {ms(acks, .99):.1f} ms over {len(acks)} batches")
+    print(f"  server RSS: {r['rss'][0]:.0f} MiB before, {r['rss'][1]:.0f} MiB after")
+    print(f"  top-K exact: {r['active'] - len(r['failures'])} of {r['active']}")
 
 
 if __name__ == "__main__":
