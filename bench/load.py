@@ -87,7 +87,7 @@ def idle(target: str, release: threading.Event, opened: threading.Barrier) -> No
         c.delete_session(sid)
 
 
-def probe(target: str, done, results) -> None:
+def probe(target: str, done, results, started) -> None:
     """Health checks every 20 ms until `done`; their latencies go back through `results`."""
     took = []
     with grpc.insecure_channel(target) as channel:
@@ -96,6 +96,7 @@ def probe(target: str, done, results) -> None:
             start = time.perf_counter()
             health.Check(health_pb2.HealthCheckRequest(), timeout=5)
             took.append(time.perf_counter() - start)
+            started.set()
             time.sleep(0.02)  # the probe's period, not a wait for readiness
     results.put(took)
 
@@ -115,9 +116,10 @@ def run(sessions: int, batches: int, rows: int, classes: int) -> dict:
         opened.wait()  # every idle stream is open and holds its slot
         # the prober is a process of its own, as a kubelet is: this one's 32 client threads hold its GIL
         spawn = multiprocessing.get_context("spawn")  # not fork: gRPC's threads do not survive one
-        done, results = spawn.Event(), spawn.Queue()
-        prober = spawn.Process(target=probe, args=(target, done, results))
+        done, results, started = spawn.Event(), spawn.Queue(), spawn.Event()
+        prober = spawn.Process(target=probe, args=(target, done, results, started))
         prober.start()
+        started.wait(timeout=60)  # its first answer: the load starts under its watch
         acks, failures = [], []
         workers = [threading.Thread(target=active, args=(target, s, batches, rows, classes, acks, failures))
                    for s in range(sessions - n_idle)]
