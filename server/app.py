@@ -1,6 +1,7 @@
 """build_server(config): wiring only — backend, models, pipeline, sessions, servicers, ports."""
 from __future__ import annotations
 
+import gc
 import logging
 from concurrent import futures
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class App:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> "App":
+        gc.freeze()  # what start-up made (torch, models, kernels) is never collected: gen-2 passes stay short
         self.server.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)

@@ -79,7 +79,8 @@ def test_rows_claimed_without_values_are_refused_before_anything_is_allocated(ap
     score_pool = channel.stream_unary("/poolscore.v1.PoolScorer/ScorePool",
                                               request_serializer=lambda m: m.SerializeToString(),
                                               response_deserializer=pb.TopK.FromString)
-    for strategy, shape in (("entropy", [2**40, 0]), ("random", [2**24, 0])):
+    peak = _peak_rss_mib()
+    for strategy, shape in (("entropy", [2**40, 0]), ("random", [2**24, 0]), ("random", [2**31, 0])):
         req = pb.ScoreRequest(strategy=pb.StrategySpec(name=strategy), k=3, logits=pb.Tensor(dtype=pb.FP32, shape=shape))
         assert len(req.SerializeToString()) < 40
         with pytest.raises(grpc.RpcError) as refused:
@@ -87,6 +88,13 @@ def test_rows_claimed_without_values_are_refused_before_anything_is_allocated(ap
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "rows of no values" in refused.value.details()
     channel.close()
+    assert _peak_rss_mib() - peak < 100  # ids for 2**31 phantom rows alone would be 16 GiB
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS (the server under test runs in it)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
 
 def test_long_keys_and_session_ids_are_refused_and_named_short(client: Client):

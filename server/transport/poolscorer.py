@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Iterator
 
@@ -34,6 +35,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         self.max_streams = config.max_streams or max(1, config.workers - 8)
         self._streams = threading.BoundedSemaphore(self.max_streams)
         self._read_ahead = ByteBudget(config.read_ahead_mb * 2**20)
+        # one receiving thread per open stream, reused: a stream's pump may outlive its call briefly
+        self._pumps = ThreadPoolExecutor(2 * self.max_streams, thread_name_prefix="poolscore-read-ahead")
 
     @maps_errors
     def ScorePool(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> pb.TopK:
@@ -140,7 +143,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def _stream(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[Parsed]:
         """The stream's requests, read ahead, closed when idle. The caller has taken a stream slot."""
         return read_ahead(requests, active=context.is_active, idle_s=self.config.stream_idle_s,
-                          budget=self._read_ahead, size=_size)
+                          budget=self._read_ahead, size=_size, pumps=self._pumps)
 
     def _scored(self, session: Session, state: State, seq: int, req: Parsed, digest: int | None = None) -> State:
         """Batch `seq` scored and merged into `state`, or an error with the session untouched."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import Executor
 from typing import Callable, Iterator, TypeVar
 
 from poolscore.server.errors import StreamIdle
@@ -31,11 +32,12 @@ class _Failed:
 
 def read_ahead(requests: Iterator[T], depth: int = 2, active: Callable[[], bool] = lambda: True,
                idle_s: float | None = None, budget: ByteBudget | None = None,
-               size: Callable[[T], int] = lambda item: 0) -> Iterator[T]:
+               size: Callable[[T], int] = lambda item: 0, pumps: Executor | None = None) -> Iterator[T]:
     """The same items in the same order, received by a thread up to `depth` ahead. Once
     `active()` is false (the caller went away), items already received are not handed on.
     StreamIdle when nothing arrives for `idle_s` seconds. With a budget, an item's `size`
-    bytes are held from its receipt until the consumer asks for the next one."""
+    bytes are held from its receipt until the consumer asks for the next one. `pumps` runs the
+    receiving thread (a server's pool: starting a thread per call cost more than the call)."""
     ready: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
     budget = budget or ByteBudget(2**62)
@@ -52,7 +54,10 @@ def read_ahead(requests: Iterator[T], depth: int = 2, active: Callable[[], bool]
             if not stop.is_set():
                 ready.put(_Failed(err))
 
-    threading.Thread(target=pump, name="poolscore-read-ahead", daemon=True).start()
+    if pumps is not None:
+        pumps.submit(pump)
+    else:
+        threading.Thread(target=pump, name="poolscore-read-ahead", daemon=True).start()
     held = 0
     try:
         while True:
