@@ -281,3 +281,35 @@ def test_an_id_sent_twice_is_a_candidate_once_with_its_best_score(rng):
     want = sorted(best, key=lambda i: (-best[i], i))[:10]
     assert got_ids.tolist() == want
     np.testing.assert_array_equal(got_scores, [best[i] for i in want])
+
+
+def test_eer_stays_exact_for_confident_items_and_large_steps(rng):
+    d, c = 3, 3
+    W, b = rng.normal(size=(c, d)) * 8, rng.normal(size=c)  # confident: logits tens apart
+    h, ref_h = rng.normal(size=(6, d)), rng.normal(size=(9, d))
+    lp, ref_lp = ref.log_softmax(h @ W.T + b), ref.log_softmax(ref_h @ W.T + b)
+    for loss in ("entropy", "zero_one"):
+        got = eer_scores(h, lp, ref_h, ref_lp, 5.0, loss)  # steps of tens of logits
+        np.testing.assert_allclose(got, ref.eer(h, lp, ref_h, ref_lp, 5.0, loss, W, b), rtol=1e-7, atol=1e-9)
+
+
+def test_probabilities_of_zero_give_finite_set_level_scores(client: Client, rng):
+    p = rng.dirichlet(np.ones(4), size=60)
+    p[::3, 1] = 0.0
+    p /= p.sum(1, keepdims=True)
+    emb = rng.normal(size=(60, 5)).astype(np.float32)
+    top = client.score_pool(p.astype(np.float32), "expected_error_reduction", k=5, embedding=emb,
+                            input_kind="probabilities", reference=60, candidates=60)
+    assert np.isfinite(top.scores).all() and len(top) == 5
+    samples = rng.dirichlet(np.ones(3), size=(30, 4))
+    samples[::2, :, 2] = 0.0
+    samples /= samples.sum(2, keepdims=True)
+    top = client.score_pool(samples.astype(np.float32), "batch_bald", k=4, input_kind="probabilities")
+    assert np.isfinite(top.scores).all() and len(top) == 4
+
+
+def test_labeled_seeds_of_another_width_are_refused(client: Client, rng):
+    emb = rng.normal(size=(20, 4)).astype(np.float32)
+    with pytest.raises(BadBatch, match="labeled: 9 wide, but the embeddings are 4"):
+        client.score_pool(np.zeros((20, 2), np.float32), "coreset", k=3, embedding=emb,
+                          labeled=rng.normal(size=(3, 9)).astype(np.float32))

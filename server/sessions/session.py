@@ -69,8 +69,9 @@ class State:
         return self.top.reserved_bytes() + keys
 
     def reply_bytes(self) -> int:
-        """An upper bound on the TopK reply: every held key (≥ the top-K's) with its score."""
-        return sum(len(k.encode()) + 16 for k in self.keys.values()) + 64
+        """An upper bound on the TopK reply: its k keys, each at most the longest held, with scores."""
+        sizes = [len(k.encode()) + 16 for k in self.keys.values()]
+        return min(sum(sizes), self.top.k * max(sizes, default=0)) + 64
 
     def is_new(self, seq: int, session_id: str) -> bool:
         """True when `seq` is the next batch; False when it is committed (ack again, score nothing)."""

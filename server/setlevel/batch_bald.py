@@ -19,7 +19,8 @@ def batch_bald(log_probs: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np
     lp = np.asarray(log_probs, np.float64)
     p = np.exp(lp)  # [M, T, C]
     m, t, c = p.shape
-    cond = -(p * lp).sum(axis=2).mean(axis=1)  # E_ω H(y_n | ω)
+    with np.errstate(invalid="ignore"):
+        cond = -np.where(p > 0, p * lp, 0.0).sum(axis=2).mean(axis=1)  # E_ω H(y_n | ω); 0·log 0 = 0
     w, sampled = np.ones((1, t)), False
     rng = np.random.default_rng(np.uint64(seed % 2**64))
     k = min(k, m)

@@ -50,7 +50,22 @@ def eer_scores(emb: np.ndarray, log_probs: np.ndarray, ref_emb: np.ndarray, ref_
 def _loss_now(lr: np.ndarray, loss: str) -> float:
     if loss == "zero_one":
         return float((1.0 - np.exp(lr.max(axis=1))).mean())
-    return float(-(np.exp(lr) * lr).sum(axis=1).mean())
+    return float(-_xlogx_sum(np.exp(lr), lr).mean())
+
+
+def _xlogx_sum(e: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Σ e·v over the last axis, with 0·(−inf) = 0 (a class of probability 0)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(e > 0, e * v, 0.0).sum(axis=-1)
+
+
+def _others(a: np.ndarray) -> np.ndarray:
+    """Σ_{c ≠ y} a_c for every y, from prefix and suffix sums: no Σ − a_y, which cancels to
+    nothing when a_y is nearly all of the sum."""
+    zero = np.zeros(a.shape[:2] + (1,))
+    before = np.concatenate([zero, np.cumsum(a, axis=2)[:, :, :-1]], axis=2)  # Σ_{c < y}
+    after = np.concatenate([np.cumsum(a[:, :, ::-1], axis=2)[:, :, -2::-1], zero], axis=2)  # Σ_{c > y}
+    return before + after
 
 
 def _loss_after(u: np.ndarray, bump: np.ndarray, loss: str) -> np.ndarray:
@@ -60,7 +75,7 @@ def _loss_after(u: np.ndarray, bump: np.ndarray, loss: str) -> np.ndarray:
     v = u - shift[:, :, None]  # ≤ 0
     e = np.exp(v)
     bumped = np.exp(v + bump[:, :, None])  # e^{v_y + bump}, label y's term after the step
-    z = e.sum(axis=2, keepdims=True) - e + bumped  # Σ_c e^{z'_c} for each y
+    z = _others(e) + bumped  # Σ_c e^{z'_c} for each y
     if loss == "zero_one":
         second = np.partition(v, -2, axis=2)[:, :, -2] if v.shape[2] > 1 else np.full(v.shape[:2], -np.inf)
         first = top - shift
@@ -69,5 +84,8 @@ def _loss_after(u: np.ndarray, bump: np.ndarray, loss: str) -> np.ndarray:
         others = np.where(is_top & unique_top, second[:, :, None], first[:, :, None])  # max over c ≠ y
         best = np.maximum(others, v + bump[:, :, None])
         return (1.0 - np.exp(best) / z).mean(axis=1)
-    a = (e * v).sum(axis=2, keepdims=True) - e * v + bumped * (v + bump[:, :, None])  # Σ_c e^{z'_c} z'_c
+    with np.errstate(invalid="ignore"):  # 0·(−inf): a class of probability 0, taken as 0
+        ev = np.where(e > 0, e * v, 0.0)
+        own = np.where(bumped > 0, bumped * (v + bump[:, :, None]), 0.0)
+    a = -_others(-ev) + own  # Σ_c e^{z'_c} z'_c (each e·v ≤ 0: summed as positives)
     return (np.log(z) - a / z).mean(axis=1)

@@ -59,6 +59,8 @@ class CandidatePool:
         if len(host["ids"]) == 0:
             return pool
         widths = widths_of(pool.spec.strategy, host, pool.widths)
+        if pool.labeled is not None and pool.labeled.shape[1] != widths.embedding:
+            raise BadInput("labeled", f"{pool.labeled.shape[1]} wide, but the embeddings are {widths.embedding}")
         cands = pool._merged(pool.candidates, host["scores"], host)
         ref = pool.reference
         if ref is not None:
