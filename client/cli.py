@@ -91,6 +91,23 @@ def _floats(text: str) -> tuple[float, ...]:
 def _token_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default=os.environ.get("POOLSCORE_TOKEN") or None,
                    help="the server's bearer token (env POOLSCORE_TOKEN)")
+    p.add_argument("--tls-ca", type=Path, help="TLS: the PEM CA that signed the server's certificate "
+                                               "(a grpcs:// target alone uses the system's roots)")
+    p.add_argument("--tls-cert", type=Path, help="mTLS: this client's PEM certificate (with --tls-key)")
+    p.add_argument("--tls-key", type=Path, help="mTLS: this client's PEM private key")
+
+
+def _client_args(args: argparse.Namespace) -> dict:
+    """The Client's token and TLS arguments from the flags (files read here: a missing one is named)."""
+    def read(path: Path | None) -> bytes | None:
+        if path is None:
+            return None
+        if not path.exists():
+            raise FileNotFoundError(f"TLS file {path} does not exist")
+        return path.read_bytes()
+
+    return dict(token=args.token, root_certificates=read(args.tls_ca), certificate_chain=read(args.tls_cert),
+                private_key=read(args.tls_key))
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -110,7 +127,8 @@ def _score(args: argparse.Namespace) -> int:
     rows = count_rows(args.pool, args.logits_column)
     bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=args.pool.name,
                disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
-    with _target(args, rows) as target, Client(target, token=args.token if args.target else None) as client, bar:
+    remote = _client_args(args) if args.target else {}
+    with _target(args, rows) as target, Client(target, **remote) as client, bar:
         client.wait_ready(timeout=60)
         top = client.score_pool(str(args.pool), args.strategy, args.k, progress=bar.update, columns=columns,
                                  labeled=labeled, **options)
@@ -139,7 +157,7 @@ def _target(args: argparse.Namespace, rows: int | None = None) -> Iterator[str]:
 def _info(args: argparse.Namespace) -> int:
     from poolscore.client import Client
 
-    with Client(args.target, timeout=10, token=args.token) as client:
+    with Client(args.target, timeout=10, **_client_args(args)) as client:
         info = client.info()
     print(f"poolscore {info.version} on {info.device}")
     print(f"limits: k ≤ {info.limits.max_k}, {info.limits.max_sessions} sessions, "

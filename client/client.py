@@ -59,14 +59,24 @@ class Client:
     """A connection to one poolscore server; use as a context manager, or call close()."""
 
     def __init__(self, target: str, *, timeout: float | None = None, token: str | None = None,
-                 max_message_bytes: int = 64 * 1024 * 1024, batch_bytes: int = 4 * 1024 * 1024) -> None:
-        """`token`: the server's --token, sent as a bearer token with every call."""
-        self.target, self.timeout = target, timeout
+                 max_message_bytes: int = 64 * 1024 * 1024, batch_bytes: int = 4 * 1024 * 1024,
+                 root_certificates: bytes | None = None, private_key: bytes | None = None,
+                 certificate_chain: bytes | None = None, tls: bool = False) -> None:
+        """`token`: the server's --token, sent as a bearer token with every call. TLS: a
+        `grpcs://host:port` target, `tls=True`, or any of the PEM arguments (the CA that signed
+        the server's certificate; a client certificate and its key for mTLS)."""
+        self.timeout = timeout
         self._asked_bytes = min(batch_bytes, _room(max_message_bytes))
         self._server_bytes: int | None = None  # the server's message limit, asked once
-        self._raw_channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes)])
+        options = [("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.max_receive_message_length", max_message_bytes)]
+        secure = target.startswith("grpcs://") or tls or any((root_certificates, private_key, certificate_chain))
+        self.target = target.removeprefix("grpcs://").removeprefix("grpc://")
+        if secure:
+            creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+            self._raw_channel = grpc.secure_channel(self.target, creds, options=options)
+        else:
+            self._raw_channel = grpc.insecure_channel(self.target, options=options)
         self._channel = with_token(self._raw_channel, token)
         self._stub = pb_grpc.PoolScorerStub(self._channel)
         # the tensor-carrying calls take bytes that wire.py built (no serializer: no copy)

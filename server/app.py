@@ -63,6 +63,7 @@ class App:
 
 def build_server(config: ServeConfig) -> App:
     """A ready-to-start server bound to config.host:config.port (0: a free port)."""
+    credentials = _tls(config)  # a bad TLS setting fails before anything starts
     keep_freed_memory(4 * config.max_message_bytes)  # a few batches' buffers, reused, not re-faulted
     metrics = Metrics(CollectorRegistry())
     backend = backends.load(config.backend, config.device, compile=config.compile, threads=config.threads,
@@ -87,11 +88,24 @@ def build_server(config: ServeConfig) -> App:
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
         [SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     http, metrics_port = _serve_metrics(config, metrics)
     return App(server, port, metrics_port, backend, checker, models, http)
+
+
+def _tls(config: ServeConfig) -> grpc.ServerCredentials | None:
+    """TLS from --tls-cert and --tls-key; with --tls-client-ca, client certificates are required."""
+    if not (config.tls_cert or config.tls_key or config.tls_client_ca):
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together (and --tls-client-ca needs both)")
+    read = lambda path: Path(path).read_bytes()  # noqa: E731
+    ca = read(config.tls_client_ca) if config.tls_client_ca else None
+    return grpc.ssl_server_credentials([(read(config.tls_key), read(config.tls_cert))], root_certificates=ca,
+                                       require_client_auth=ca is not None)
 
 
 def _warm(backend: Backend, names: str) -> None:

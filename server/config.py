@@ -31,6 +31,9 @@ class ServeConfig:
     keepalive_s: float = 60.0  # HTTP/2 pings on idle connections, so dead peers are noticed
     threads: int = 0  # kernels' intra-op threads (0: half the cores; gRPC's threads need the rest)
     token: str = ""  # bearer token every RPC but health and reflection must carry ("" for none)
+    tls_cert: str = ""  # PEM certificate chain: serve TLS (with --tls-key) instead of plaintext
+    tls_key: str = ""  # PEM private key of --tls-cert
+    tls_client_ca: str = ""  # PEM CA bundle: require client certificates signed by it (mTLS)
     log_level: str = "INFO"
 
 
