@@ -24,7 +24,7 @@ from poolscore.server.runtime.budget import MemoryBudget
 from poolscore.server.sessions.store import SessionStore
 from poolscore.server.strategies import STRATEGIES
 from poolscore.server.transport import handlers
-from poolscore.server.transport.auth import TokenAuth
+from poolscore.server.transport.auth import Principals, TokenAuth
 from poolscore.server.transport.oip import InferenceServicer
 from poolscore.server.transport.poolscorer import PoolScorer, version
 
@@ -41,6 +41,7 @@ class App:
     health: health.HealthServicer
     models: ModelRepository
     _metrics_http: WSGIServer | None = None  # the HTTP server prometheus_client started
+    principals: Principals | None = None  # re-read on SIGHUP (cli.py)
 
     @property
     def target(self) -> str:
@@ -64,6 +65,7 @@ class App:
 def build_server(config: ServeConfig) -> App:
     """A ready-to-start server bound to config.host:config.port (0: a free port)."""
     credentials = _tls(config)  # a bad TLS setting fails before anything starts
+    principals = Principals(config.token, config.tokens_file)  # and so does a bad tokens file
     keep_freed_memory(4 * config.max_message_bytes)  # a few batches' buffers, reused, not re-faulted
     metrics = Metrics(CollectorRegistry())
     backend = backends.load(config.backend, config.device, compile=config.compile, threads=config.threads,
@@ -77,12 +79,12 @@ def build_server(config: ServeConfig) -> App:
                ("grpc.http2.min_ping_interval_without_data_ms", 5_000)]  # clients may ping every 5 s
     denied = lambda: metrics.errors.labels(code=grpc.StatusCode.UNAUTHENTICATED.name).inc()  # noqa: E731
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),
-                         options=options, interceptors=[TokenAuth(config.token, denied)] if config.token else [])
+                         options=options, interceptors=[TokenAuth(principals, denied)] if principals.required else [])
     models = ModelRepository(Path(config.model_repo) if config.model_repo else None, backend)
     pipeline = Pipeline(backend, metrics)
     sessions = SessionStore(config.max_sessions, config.session_ttl_s, MemoryBudget(config.session_memory_mb * 2**20))
     server.add_generic_rpc_handlers((
-        handlers.poolscorer(PoolScorer(config, backend, sessions, metrics, models, pipeline)),
+        handlers.poolscorer(PoolScorer(config, backend, sessions, metrics, models, pipeline, principals)),
         handlers.inference(InferenceServicer(backend, models, pipeline, metrics, version()))))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
@@ -93,7 +95,7 @@ def build_server(config: ServeConfig) -> App:
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     http, metrics_port = _serve_metrics(config, metrics)
-    return App(server, port, metrics_port, backend, checker, models, http)
+    return App(server, port, metrics_port, backend, checker, models, http, principals)
 
 
 def _tls(config: ServeConfig) -> grpc.ServerCredentials | None:

@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())
-    signal.signal(signal.SIGHUP, lambda *_: app.models.reload())  # as the ReloadModels RPC does
+    signal.signal(signal.SIGHUP, lambda *_: _reload(app))
     stopped.wait()
     log.info("shutting down: finishing calls in flight (10 s grace)")
     app.stop(grace=10.0)
@@ -101,5 +101,15 @@ def _fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload(app) -> None:
+    """SIGHUP: the model repository (as the ReloadModels RPC does) and the tokens file."""
+    app.models.reload()
+    try:
+        app.principals.reload()
+    except (OSError, ValueError) as err:
+        log.error("tokens file not reloaded, the old tokens stay: %s", err)
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -30,7 +30,8 @@ class ServeConfig:
     stream_idle_s: float = 300.0  # a stream that sends nothing for this long is closed (DEADLINE_EXCEEDED)
     keepalive_s: float = 60.0  # HTTP/2 pings on idle connections, so dead peers are noticed
     threads: int = 0  # kernels' intra-op threads (0: half the cores; gRPC's threads need the rest)
-    token: str = ""  # bearer token every RPC but health and reflection must carry ("" for none)
+    token: str = ""  # bearer token every RPC but health and reflection must carry ("" for none): one anonymous principal
+    tokens_file: str = ""  # lines `principal token`: each token a principal owning its sessions (re-read on SIGHUP)
     tls_cert: str = ""  # PEM certificate chain: serve TLS (with --tls-key) instead of plaintext
     tls_key: str = ""  # PEM private key of --tls-cert
     tls_client_ca: str = ""  # PEM CA bundle: require client certificates signed by it (mTLS)

@@ -1,11 +1,14 @@
-"""SessionStore: the sessions by id, with the limits (count, idle TTL) and expiry.
+"""SessionStore: the sessions by (owner, id), with the limits (count, idle TTL) and expiry.
+
+Each principal has its own namespace of session ids: another principal's session is not
+found, and its ids never collide with yours.
 
 Lock order: the store's lock, then a session's; never the other way round."""
 from __future__ import annotations
 
 import threading
 import time
-import uuid
+import secrets
 
 from poolscore.server.errors import BadInput, OverLimit, SessionConflict, SessionNotFound
 from poolscore.server.models.feed import Feed
@@ -19,32 +22,34 @@ MAX_SESSION_ID = 128  # characters of a caller-chosen session id
 
 class SessionStore:
     def __init__(self, max_sessions: int, ttl_s: float, budget: MemoryBudget | None = None) -> None:
-        self._sessions: dict[str, Session] = {}
+        self._sessions: dict[tuple[str, str], Session] = {}  # (owner, id) → session
         self._lock = threading.Lock()  # guards _sessions and each session's `used`; held for dict work only
         self.max_sessions, self.ttl_s = max_sessions, ttl_s
         self.budget = budget or MemoryBudget(2**62)
 
-    def create(self, spec: Spec, first: State, session_id: str = "", feed: Feed | None = None) -> Session:
+    def create(self, spec: Spec, first: State, session_id: str = "", feed: Feed | None = None,
+               owner: str = "") -> Session:
         if len(session_id) > MAX_SESSION_ID:
             raise BadInput("session_id", f"{len(session_id)} characters, over the limit of {MAX_SESSION_ID}")
         with self._lock:
             self._expire()
-            if session_id and session_id in self._sessions:  # a retried create, or a reopen
-                return _same(self._sessions[session_id], Session(session_id, spec, first, feed))
+            if session_id and (owner, session_id) in self._sessions:  # a retried create, or a reopen
+                return _same(self._sessions[owner, session_id], Session(session_id, spec, first, feed))
             if len(self._sessions) >= self.max_sessions:
                 raise OverLimit(f"sessions: all {self.max_sessions} in use; delete finished ones")
-            session = Session(session_id or uuid.uuid4().hex, spec, first, feed=feed)
+            session = Session(session_id or secrets.token_hex(16), spec, first, feed=feed, owner=owner)  # unguessable
             session.reserve(first, self.budget)  # its top-K (or a candidate set's index): refused here, before any batch
-            self._sessions[session.id] = session
+            self._sessions[owner, session.id] = session
             return session
 
-    def get(self, session_id: str) -> Session:
-        """The session, its idle clock restarted; NOT_FOUND once it has been idle past the TTL."""
+    def get(self, session_id: str, owner: str = "") -> Session:
+        """The caller's session, its idle clock restarted; NOT_FOUND once it has been idle past
+        the TTL, and for another principal's."""
         now = time.monotonic()
         with self._lock:
-            session = self._sessions.get(session_id)
+            session = self._sessions.get((owner, session_id))
             if session is not None and self._idle(session, now):
-                self._drop(session_id)  # expired: as if the last create had swept it
+                self._drop((owner, session_id))  # expired: as if the last create had swept it
                 session = None
             if session is not None:
                 session.used = now
@@ -52,9 +57,9 @@ class SessionStore:
             raise SessionNotFound(session_id)
         return session
 
-    def delete(self, session_id: str) -> Session:
+    def delete(self, session_id: str, owner: str = "") -> Session:
         with self._lock:
-            session = self._drop(session_id)
+            session = self._drop((owner, session_id))
         if session is None:
             raise SessionNotFound(session_id)
         return session
@@ -67,11 +72,11 @@ class SessionStore:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for sid in [s.id for s in self._sessions.values() if self._idle(s, now)]:
-            self._drop(sid)
+        for key in [key for key, s in self._sessions.items() if self._idle(s, now)]:
+            self._drop(key)
 
-    def _drop(self, session_id: str) -> Session | None:
-        session = self._sessions.pop(session_id, None)
+    def _drop(self, key: tuple[str, str]) -> Session | None:
+        session = self._sessions.pop(key, None)
         if session is not None:
             session.close(self.budget)
         return session

@@ -19,6 +19,7 @@ from poolscore.server.sessions.session import Session, State, empty_state
 from poolscore.server.sessions.store import SessionStore
 from poolscore.server.strategies import Spec, check_k
 from poolscore.server.transport import messages as msg, wire
+from poolscore.server.transport.auth import Principals
 from poolscore.server.transport.readahead import read_ahead
 from poolscore.server.transport.statuses import maps_errors
 from poolscore.server.transport.wire import Parsed
@@ -28,9 +29,10 @@ from poolscore.v1 import scoring_pb2_grpc as pb_grpc
 
 class PoolScorer(pb_grpc.PoolScorerServicer):
     def __init__(self, config: ServeConfig, backend: Backend, sessions: SessionStore, metrics: Metrics,
-                 models: ModelRepository, pipeline: Pipeline) -> None:
+                 models: ModelRepository, pipeline: Pipeline, principals: Principals | None = None) -> None:
         self.config, self.backend, self.sessions, self.metrics = config, backend, sessions, metrics
         self.models, self.pipeline = models, pipeline
+        self.principals = principals or Principals()
         metrics.sessions.set_function(lambda: len(sessions))  # live at each scrape, expiry included
         self.max_streams = config.max_streams or max(1, config.workers - 8)
         self._streams = threading.BoundedSemaphore(self.max_streams)
@@ -72,7 +74,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def _acks(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[pb.ScoreAck]:
         for req in self._stream(requests, context):  # a gone caller's queued batches: uncommitted
             with self.metrics.batch_seconds.labels("Score").time():
-                session = self.sessions.get(req.session_id)
+                session = self.sessions.get(req.session_id, self._who(context))
                 state = session.state
                 fresh = state.is_new(req.seq, session.id)
                 digest = wire.digest(req)
@@ -88,20 +90,20 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def CreateSession(self, req: pb.CreateSessionRequest, context: grpc.ServicerContext) -> pb.Session:
         spec = msg.spec_of(req.strategy)
         session = self.sessions.create(spec, self._first(spec, req.k), req.session_id,
-                                       msg.feed_of(req.model, spec, self.models))
+                                       msg.feed_of(req.model, spec, self.models), owner=self._who(context))
         return msg.session_to_pb(session)
 
     @maps_errors
     def GetSession(self, req: pb.SessionRef, context: grpc.ServicerContext) -> pb.Session:
-        return msg.session_to_pb(self.sessions.get(req.session_id))
+        return msg.session_to_pb(self.sessions.get(req.session_id, self._who(context)))
 
     @maps_errors
     def GetTopK(self, req: pb.SessionRef, context: grpc.ServicerContext) -> pb.TopK:
-        return msg.top_to_pb(self.sessions.get(req.session_id).state)  # a snapshot: never waits on a batch
+        return msg.top_to_pb(self.sessions.get(req.session_id, self._who(context)).state)  # a snapshot: never waits
 
     @maps_errors
     def DeleteSession(self, req: pb.SessionRef, context: grpc.ServicerContext) -> pb.Session:
-        return msg.session_to_pb(self.sessions.delete(req.session_id))
+        return msg.session_to_pb(self.sessions.delete(req.session_id, self._who(context)))
 
     @maps_errors
     def ScoreBatch(self, req: Parsed, context: grpc.ServicerContext) -> pb.ScoreBatchReply:
@@ -134,6 +136,10 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
             limits=pb.Limits(max_message_bytes=self.config.max_message_bytes, max_k=self.config.max_k,
                              max_sessions=self.config.max_sessions, session_memory_bytes=self.sessions.budget.total,
                              session_memory_free_bytes=self.sessions.budget.free))
+
+    def _who(self, context: grpc.ServicerContext) -> str:
+        """The caller's principal (the interceptor has refused calls without a valid token)."""
+        return self.principals.of(context.invocation_metadata()) or ""
 
     def _take_stream(self) -> None:
         """A stream slot, or RESOURCE_EXHAUSTED: streams never take the threads unary calls and health need."""
