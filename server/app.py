@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ class App:
     models: ModelRepository
     _metrics_http: WSGIServer | None = None  # the HTTP server prometheus_client started
     principals: Principals | None = None  # re-read on SIGHUP (cli.py)
+    scorer: PoolScorer | None = None
 
     @property
     def target(self) -> str:
@@ -53,6 +55,16 @@ class App:
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
         return self
+
+    def drain(self, grace_s: float) -> None:
+        """SIGTERM: health NOT_SERVING while still answering, new streams UNAVAILABLE, streams in
+        flight finish (up to grace_s), then stop."""
+        start = time.monotonic()
+        self.health.enter_graceful_shutdown()
+        done = self.scorer.drain(grace_s) if self.scorer is not None else True
+        if not done:
+            log.warning("drain: streams still open after %g s; they are cancelled", grace_s)
+        self.stop(grace=max(0.0, grace_s - (time.monotonic() - start)))
 
     def stop(self, grace: float | None = None) -> None:
         self.health.enter_graceful_shutdown()
@@ -84,7 +96,7 @@ def build_server(config: ServeConfig) -> App:
     pipeline = Pipeline(backend, metrics)
     sessions = SessionStore(config.max_sessions, config.session_ttl_s, MemoryBudget(config.session_memory_mb * 2**20))
     server.add_generic_rpc_handlers((
-        handlers.poolscorer(PoolScorer(config, backend, sessions, metrics, models, pipeline, principals)),
+        handlers.poolscorer(scorer := PoolScorer(config, backend, sessions, metrics, models, pipeline, principals)),
         handlers.inference(InferenceServicer(backend, models, pipeline, metrics, version()))))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
@@ -95,7 +107,7 @@ def build_server(config: ServeConfig) -> App:
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     http, metrics_port = _serve_metrics(config, metrics)
-    return App(server, port, metrics_port, backend, checker, models, http, principals)
+    return App(server, port, metrics_port, backend, checker, models, http, principals, scorer)
 
 
 def _tls(config: ServeConfig) -> grpc.ServerCredentials | None:

@@ -46,8 +46,9 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stopped.set())
     signal.signal(signal.SIGHUP, lambda *_: _reload(app))
     stopped.wait()
-    log.info("shutting down: finishing calls in flight (10 s grace)")
-    app.stop(grace=10.0)
+    log.info("draining: health NOT_SERVING, new calls refused, calls in flight finish (%g s grace)",
+             config.drain_grace_s)
+    app.drain(config.drain_grace_s)
     return 0
 
 

@@ -27,6 +27,7 @@ class ServeConfig:
     workers: int = 72  # gRPC handler threads: one per open stream, and the rest for unary calls and health
     max_streams: int = 0  # concurrent Score/ScorePool streams (0: workers − 8, so unary calls and health keep threads)
     read_ahead_mb: int = 1024  # requests received ahead of their scoring, all streams together
+    drain_grace_s: float = 30.0  # SIGTERM: calls in flight get this long to finish (match terminationGracePeriodSeconds)
     stream_idle_s: float = 300.0  # a stream that sends nothing for this long is closed (DEADLINE_EXCEEDED)
     keepalive_s: float = 60.0  # HTTP/2 pings on idle connections, so dead peers are noticed
     threads: int = 0  # kernels' intra-op threads (0: half the cores; gRPC's threads need the rest)

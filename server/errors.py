@@ -37,6 +37,12 @@ class BadBatch(BadInput):
         return self.args[0]
 
 
+class Draining(PoolscoreError):
+    def __init__(self) -> None:
+        super().__init__("the server is draining (SIGTERM): retry against another replica; "
+                         "sessions resume where their acks left off")
+
+
 class StreamIdle(PoolscoreError):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"stream: nothing received for {seconds:g} s (--stream-idle-s); what was committed is kept, "

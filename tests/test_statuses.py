@@ -21,6 +21,7 @@ WANT = {
     errors.BadToken("no token"): grpc.StatusCode.UNAUTHENTICATED,
     errors.StreamIdle(300.0): grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.ResendConflict("s", 4): grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Draining(): grpc.StatusCode.UNAVAILABLE,
 }
 
 

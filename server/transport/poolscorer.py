@@ -10,7 +10,7 @@ import grpc
 
 from poolscore.server.backends.base import Backend
 from poolscore.server.config import ServeConfig
-from poolscore.server.errors import BadInput, OverLimit
+from poolscore.server.errors import BadInput, Draining, OverLimit
 from poolscore.server.metrics import Metrics
 from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline
@@ -36,6 +36,9 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         metrics.sessions.set_function(lambda: len(sessions))  # live at each scrape, expiry included
         self.max_streams = config.max_streams or max(1, config.workers - 8)
         self._streams = threading.BoundedSemaphore(self.max_streams)
+        self._open = 0  # streams in flight, for the drain
+        self._open_changed = threading.Condition()
+        self.draining = False
         self._read_ahead = ByteBudget(config.read_ahead_mb * 2**20)
         # one receiving thread per open stream, reused: a stream's pump may outlive its call briefly
         self._pumps = ThreadPoolExecutor(2 * self.max_streams, thread_name_prefix="poolscore-read-ahead")
@@ -61,7 +64,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         finally:
             if session is not None:
                 session.close(self.sessions.budget)
-            self._streams.release()
+            self._end_stream()
 
     @maps_errors
     def Score(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[pb.ScoreAck]:
@@ -69,7 +72,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         try:
             yield from self._acks(requests, context)
         finally:
-            self._streams.release()
+            self._end_stream()
 
     def _acks(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[pb.ScoreAck]:
         for req in self._stream(requests, context):  # a gone caller's queued batches: uncommitted
@@ -143,8 +146,25 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     def _take_stream(self) -> None:
         """A stream slot, or RESOURCE_EXHAUSTED: streams never take the threads unary calls and health need."""
+        if self.draining:
+            raise Draining()
         if not self._streams.acquire(blocking=False):
             raise OverLimit(f"streams: all {self.max_streams} in use (--max-streams); close idle ones or retry later")
+        with self._open_changed:
+            self._open += 1
+
+    def _end_stream(self) -> None:
+        with self._open_changed:
+            self._open -= 1
+            self._open_changed.notify_all()
+        self._streams.release()
+
+    def drain(self, grace_s: float) -> bool:
+        """Refuse new streams (UNAVAILABLE) and wait up to grace_s for those in flight to end;
+        True if they all did."""
+        self.draining = True
+        with self._open_changed:
+            return self._open_changed.wait_for(lambda: self._open == 0, timeout=grace_s)
 
     def _stream(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[Parsed]:
         """The stream's requests, read ahead, closed when idle. The caller has taken a stream slot."""

@@ -10,7 +10,7 @@ import grpc
 from grpc import StatusCode
 
 from poolscore.server.errors import (
-    BadInput, BadToken, ModelNotFound, OverLimit, ResendConflict, SequenceGap, SessionConflict, SessionNotFound, StreamIdle,
+    BadInput, BadToken, Draining, ModelNotFound, OverLimit, ResendConflict, SequenceGap, SessionConflict, SessionNotFound, StreamIdle,
     UnknownStrategy,
 )
 
@@ -24,6 +24,7 @@ STATUS_OF = {
     SequenceGap: StatusCode.FAILED_PRECONDITION, SessionConflict: StatusCode.ALREADY_EXISTS,
     OverLimit: StatusCode.RESOURCE_EXHAUSTED, BadToken: StatusCode.UNAUTHENTICATED,
     StreamIdle: StatusCode.DEADLINE_EXCEEDED, ResendConflict: StatusCode.FAILED_PRECONDITION,
+    Draining: StatusCode.UNAVAILABLE,
 }
 
 
