@@ -33,6 +33,7 @@ class State:
     items: int = 0
     keyed: bool | None = None  # set by the first batch of rows: string keys or int64 ids, never both
     keys: Mapping[int, str] = field(default_factory=dict)  # surrogate id → key, for the ids `top` holds
+    key_bytes: tuple[int, int] = (0, 0)  # the held keys' encoded bytes: in all, and the longest (set with keys)
     width: tuple[int, ...] | None = None  # the first batch's predictions past the rows: every batch's must match
     digests: np.ndarray = field(default_factory=lambda: np.zeros(RESENDS, np.uint32))  # the last RESENDS batches' digests
 
@@ -44,11 +45,13 @@ class State:
             raise BadInput("logits", f"shape [N, {', '.join(map(str, scored.width))}], but the session's first batch "
                                      f"had [N, {', '.join(map(str, self.width))}]")
         top = _merged(self.top, scored)
-        keys = self.keys
+        keys, key_bytes = self.keys, self.key_bytes
         if scored.keys is not None and top is not self.top:
             first = self.items
             keys = {i: self.keys[i] if i < first else scored.keys[i - first]
                     for i in top.held_ids().tolist()}  # ≤ 2K entries, once per batch that changed the top
+            sizes = [len(k.encode()) for k in keys.values()]
+            key_bytes = (sum(sizes), max(sizes, default=0))
         keyed = (scored.keys is not None) if scored.rows else self.keyed
         width = self.width if self.width is not None else scored.width
         digests = self.digests
@@ -56,7 +59,7 @@ class State:
             digests = digests.copy()
             digests[seq % RESENDS] = digest
         return replace(self, top=top, next_seq=seq + 1, items=self.items + scored.rows, keyed=keyed, keys=keys,
-                       width=width, digests=digests)
+                       key_bytes=key_bytes, width=width, digests=digests)
 
     def check_resend(self, seq: int, digest: int, session_id: str) -> None:
         """A committed seq sent again must carry the same batch (within the last RESENDS seqs)."""
@@ -65,13 +68,12 @@ class State:
 
     def reserved_bytes(self) -> int:
         """What this state may hold at its peak: its top-K (or candidate set) and its keys."""
-        keys = sum(map(len, self.keys.values())) + 100 * len(self.keys) if self.keys else 0
-        return self.top.reserved_bytes() + keys
+        return self.top.reserved_bytes() + self.key_bytes[0] + 100 * len(self.keys)
 
     def reply_bytes(self) -> int:
         """An upper bound on the TopK reply: its k keys, each at most the longest held, with scores."""
-        sizes = [len(k.encode()) + 16 for k in self.keys.values()]
-        return min(sum(sizes), self.top.k * max(sizes, default=0)) + 64
+        total, longest = self.key_bytes
+        return min(total + 16 * len(self.keys), self.top.k * (longest + 16)) + 64
 
     def is_new(self, seq: int, session_id: str) -> bool:
         """True when `seq` is the next batch; False when it is committed (ack again, score nothing)."""

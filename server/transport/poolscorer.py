@@ -75,9 +75,10 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
             self._end_stream()
 
     def _acks(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[pb.ScoreAck]:
+        owner = self._who(context)  # one call, one caller: its metadata is read once
         for req in self._stream(requests, context):  # a gone caller's queued batches: uncommitted
             with self.metrics.batch_seconds.labels("Score").time():
-                session = self.sessions.get(req.session_id, self._who(context))
+                session = self.sessions.get(req.session_id, owner)
                 state = session.state
                 fresh = state.is_new(req.seq, session.id)
                 digest = wire.digest(req)
@@ -175,8 +176,9 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         """Batch `seq` scored and merged into `state`, or an error with the session untouched."""
         scored = self.pipeline.score(session.spec, req.batch, seq=seq, first_row=state.items, feed=session.feed)
         new = state.after(seq, scored, digest)
-        if new.keys and new is not state and new.reply_bytes() > self.config.max_message_bytes:
-            raise OverLimit(f"keys: the top-K's keys would make a reply of {new.reply_bytes()} bytes, over the message "
+        reply = new.reply_bytes() if new.keys and new is not state else 0
+        if reply > self.config.max_message_bytes:
+            raise OverLimit(f"keys: the top-K's keys would make a reply of {reply} bytes, over the message "
                             f"limit of {self.config.max_message_bytes}; ask for a smaller k or use shorter keys")
         session.reserve(new, self.sessions.budget)  # a candidate set's rows, once the first batch shows their width
         return new
