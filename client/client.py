@@ -1,7 +1,7 @@
 """Client: score pools on a poolscore server from Python, with NumPy in and out."""
 from __future__ import annotations
 
-import contextlib
+import secrets
 import time
 from typing import Callable, Iterable, Iterator
 
@@ -11,43 +11,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poolscore.client import tensors, wire
 from poolscore.client.auth import with_token
-from poolscore.client.errors import BadBatch, SequenceGap, Unavailable, from_rpc_error
+from poolscore.client.errors import BadBatch, Requests, SequenceGap, Unavailable, mapped
+from poolscore.client.outbox import Outbox
+from poolscore.client.retry import Backoff, retrying
 from poolscore.client.pools import Batch, as_ids, batches_of
 from poolscore.client.sessions import Session
 from poolscore.client.specs import TopK, model_spec, strategy_spec
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
-
-class _Requests:
-    """A request iterator that keeps its own exception: gRPC reports it only as
-    "Exception iterating requests!", and the caller deserves the real one."""
-
-    def __init__(self, source: Iterator[bytes]) -> None:
-        self._source, self.error = source, None
-
-    def __iter__(self) -> "_Requests":
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            return next(self._source)
-        except StopIteration:
-            raise
-        except BaseException as err:
-            self.error = err
-            raise
-
-
-@contextlib.contextmanager
-def _mapped(requests: _Requests | None = None) -> Iterator[None]:
-    """Every grpc.RpcError leaves the client as a typed PoolscoreError with the server's message."""
-    try:
-        yield
-    except grpc.RpcError as err:
-        if requests is not None and requests.error is not None:
-            raise requests.error  # the pool reader failed on this side, not the server
-        raise from_rpc_error(err) from None
-
 
 def _room(max_message_bytes: int) -> int:
     """Tensor bytes a message of this size has room for, after its envelope (ids of the
@@ -61,11 +32,14 @@ class Client:
     def __init__(self, target: str, *, timeout: float | None = None, token: str | None = None,
                  max_message_bytes: int = 64 * 1024 * 1024, batch_bytes: int = 4 * 1024 * 1024,
                  root_certificates: bytes | None = None, private_key: bytes | None = None,
-                 certificate_chain: bytes | None = None, tls: bool = False) -> None:
+                 certificate_chain: bytes | None = None, tls: bool = False, retry_s: float = 60.0) -> None:
         """`token`: the server's --token, sent as a bearer token with every call. TLS: a
         `grpcs://host:port` target, `tls=True`, or any of the PEM arguments (the CA that signed
-        the server's certificate; a client certificate and its key for mTLS)."""
+        the server's certificate; a client certificate and its key for mTLS). `retry_s`: how
+        long an outage (UNAVAILABLE) is retried with backoff before it is raised (0: never)."""
         self.timeout = timeout
+        self.backoff = Backoff(total_s=retry_s)
+        self.reached = False  # a call has been answered: an UNAVAILABLE since is an outage, retried
         self._asked_bytes = min(batch_bytes, _room(max_message_bytes))
         self._server_bytes: int | None = None  # the server's message limit, asked once
         options = [("grpc.max_send_message_length", max_message_bytes),
@@ -114,6 +88,7 @@ class Client:
             try:
                 reply = self._health.Check(health_pb2.HealthCheckRequest(), timeout=max(0.1, deadline - time.monotonic()))
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    self.reached = True
                     return
             except grpc.RpcError as err:
                 if time.monotonic() >= deadline:
@@ -123,12 +98,11 @@ class Client:
             time.sleep(0.05)  # poll interval of a health check, not a wait for readiness
 
     def info(self) -> pb.ServerInfoReply:
-        with _mapped():
-            return self._stub.ServerInfo(pb.ServerInfoRequest(), timeout=self.timeout)
+        return self._call(self._stub.ServerInfo, pb.ServerInfoRequest())
 
     def reload_models(self) -> pb.ServerInfoReply:
         """Have the server re-read its model repository; the reply lists models and load errors."""
-        with _mapped():
+        with mapped():
             return self._stub.ReloadModels(pb.ReloadModelsRequest(), timeout=self.timeout)
 
     # --- stateless scoring ----------------------------------------------------------------
@@ -149,7 +123,7 @@ class Client:
         for part in batches_of([whole], self.batch_bytes):
             req = wire.encode(pb.ScoreBatchRequest(strategy=spec, model=hosted), part, numbers)
             try:
-                with _mapped():
+                with mapped():
                     parts.append(tensors.decode(self._score_batch(req, timeout=self.timeout).scores))
             except BadBatch as err:  # the server counts rows in its request: say where that starts
                 if not first:
@@ -185,8 +159,8 @@ class Client:
                 if progress is not None:
                     progress(batch.rows)
 
-        stream = _Requests(requests())
-        with _mapped(stream):
+        stream = Requests(requests())
+        with mapped(stream):
             return TopK.from_pb(self._score_pool(stream, timeout=self.timeout))
 
     # --- sessions -------------------------------------------------------------------------------
@@ -194,10 +168,11 @@ class Client:
     def create_session(self, strategy: str = "entropy", k: int = 100, *, session_id: str = "",
                        model: str | None = None, samples: int = 0, model_seed: int = 0, **options) -> str:
         """A scoring session; with `model`, its batches carry raw inputs for that hosted model."""
-        req = pb.CreateSessionRequest(strategy=strategy_spec(strategy, options), k=k, session_id=session_id,
+        # an id chosen here (128 random bits, as the server's) makes a retried create idempotent
+        req = pb.CreateSessionRequest(strategy=strategy_spec(strategy, options), k=k,
+                                      session_id=session_id or secrets.token_hex(16),
                                       model=model_spec(model, samples, model_seed))
-        with _mapped():
-            return self._stub.CreateSession(req, timeout=self.timeout).session_id
+        return self._call(self._stub.CreateSession, req).session_id
 
     def session(self, strategy: str = "entropy", k: int = 100, *, session_id: str = "",
                 model: str | None = None, samples: int = 0, model_seed: int = 0, **options) -> Session:
@@ -206,17 +181,28 @@ class Client:
                                                  samples=samples, model_seed=model_seed, **options))
 
     def get_session(self, session_id: str) -> pb.Session:
-        with _mapped():
-            return self._stub.GetSession(pb.SessionRef(session_id=session_id), timeout=self.timeout)
+        return self._call(self._stub.GetSession, pb.SessionRef(session_id=session_id))
 
     def top_k(self, session_id: str) -> TopK:
-        with _mapped():
-            return TopK.from_pb(self._stub.GetTopK(pb.SessionRef(session_id=session_id), timeout=self.timeout))
+        return TopK.from_pb(self._call(self._stub.GetTopK, pb.SessionRef(session_id=session_id)))
 
     def delete_session(self, session_id: str) -> None:
         self._committed.pop(session_id, None)
-        with _mapped():
-            self._stub.DeleteSession(pb.SessionRef(session_id=session_id), timeout=self.timeout)
+        self._call(self._stub.DeleteSession, pb.SessionRef(session_id=session_id))
+
+    def _get_session(self, session_id: str) -> pb.Session:
+        """GetSession tried once (a caller with its own backoff retries it)."""
+        with mapped():
+            return self._stub.GetSession(pb.SessionRef(session_id=session_id), timeout=self.timeout)
+
+    def _call(self, method, request):
+        """A unary call, retried while UNAVAILABLE for up to retry_s (every unary RPC here is idempotent)."""
+        def once():
+            with mapped():
+                reply = method(request, timeout=self.timeout)
+            self.reached = True
+            return reply
+        return retrying(once, self.backoff, lambda: self.reached)
 
     def score(self, session_id: str, logits: np.ndarray | None = None, *, ids: np.ndarray | None = None,
               embedding: np.ndarray | None = None, keys: list[str] | None = None) -> pb.ScoreAck:
@@ -228,7 +214,7 @@ class Client:
         centers), as batches of no rows at its next seqs; returns the last ack."""
         session = self.get_session(session_id)
         ack = None
-        with _mapped():
+        with mapped():
             for seq, req in enumerate(wire.labeled_requests(labeled, self.batch_bytes), start=session.next_seq):
                 small = pb.ScoreRequest(session_id=session_id, seq=seq).SerializeToString()
                 for ack in self._score(iter([small + req]), timeout=self.timeout):
@@ -242,39 +228,58 @@ class Client:
         With resume=True, `batches` is the session's whole sequence from its start (say,
         the pool re-read after a crash): batches the server already committed are skipped
         without being sent, and streaming goes on from the session's next_seq.
+
+        A call broken by UNAVAILABLE (a restart, a drain, a cut connection) is made again
+        with backoff, for up to `retry_s`, from the server's next_seq: this client keeps the
+        batches the server has not yet made safe (durable with --state-dir, else committed).
         """
-        known = self._committed.get(session_id)
-        session = self.get_session(session_id) if resume or known is None or session_id not in self._hosted else None
-        if session is not None:
-            self._hosted[session_id] = bool(session.model.name)
-        start, items = (session.next_seq, session.items) if session is not None else known
+        start, items = self._resume_point(session_id, ask=resume)
         numbers = wire.SCORE_REQUEST_INPUTS if self._hosted[session_id] else wire.SCORE_REQUEST
-        first = 0 if resume else start
+        encode = lambda seq, batch: wire.encode(pb.ScoreRequest(session_id=session_id, seq=seq), batch, numbers)  # noqa: E731
+        outbox = Outbox(batches_of(batches, self.batch_bytes), start, encode, progress, from_start=resume)
+        durable = self.info().limits.checkpoint_batches > 0
         ack = pb.ScoreAck(session_id=session_id, seq=start - 1, items=items)
+        outage, again = self.backoff.outage(), False
+        while True:
+            try:
+                if again:  # after a break: where the server stands now, and do we still hold it
+                    start = self._get_session(session_id).next_seq
+                    outbox.check_resumable(session_id, start)
+                for ack in self._acks(session_id, outbox.requests(start), tolerate_replays=resume or again):
+                    outbox.release(ack.durable_seq if durable else ack.seq + 1)
+                    outage.recovered()
+                return ack
+            except Unavailable as err:
+                outage.wait(err, self.reached)  # re-raises once the outage outlasts retry_s
+                again = True
 
-        def requests() -> Iterator[bytes]:
-            for seq, batch in enumerate(batches_of(batches, self.batch_bytes), start=first):
-                if seq < start:
-                    continue  # committed before the stream broke: not sent again
-                yield wire.encode(pb.ScoreRequest(session_id=session_id, seq=seq), batch, numbers)
-                if progress is not None:
-                    progress(batch.rows)
+    def _resume_point(self, session_id: str, ask: bool) -> tuple[int, int]:
+        """(next_seq, items) of the session: from this client's last ack, or asked of the server."""
+        known = self._committed.get(session_id)
+        if ask or known is None or session_id not in self._hosted:
+            session = self.get_session(session_id)
+            self._hosted[session_id] = bool(session.model.name)
+            return session.next_seq, session.items
+        return known
 
-        stream = _Requests(requests())
+    def _acks(self, session_id: str, requests: Iterator[bytes], tolerate_replays: bool) -> Iterator[pb.ScoreAck]:
+        """One Score call's acks. Outside a resume, this client never resends, so a replayed ack
+        means another writer took our seq; on a resume, a broken call may still commit what the
+        server had received from it."""
+        stream = Requests(requests)
         try:
-            with _mapped(stream):
+            with mapped(stream):
                 call = self._score(stream, timeout=self.timeout)
                 for ack in call:
-                    # Outside resume, this client never resends: another writer took our seq. On
-                    # resume, a broken call may still commit what the server had received from it.
-                    if ack.replayed and not resume:
+                    if ack.replayed and not tolerate_replays:
                         call.cancel()
                         raise SequenceGap(grpc.StatusCode.FAILED_PRECONDITION, _overtaken(session_id, ack))
                     self._committed[session_id] = (ack.seq + 1, ack.items)
+                    self.reached = True
+                    yield ack
         except BaseException:
             self._committed.pop(session_id, None)  # ask the server next time
             raise
-        return ack
 
 
 def _overtaken(session_id: str, ack: pb.ScoreAck) -> str:

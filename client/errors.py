@@ -1,6 +1,9 @@
 """Typed client errors: every grpc.RpcError becomes one of these in one function."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import grpc
 
 
@@ -39,6 +42,11 @@ class Unauthenticated(PoolscoreError):
     """UNAUTHENTICATED: no valid token."""
 
 
+class DataLoss(PoolscoreError):
+    """DATA_LOSS: the session's state on the server is damaged (its state file is torn), or the
+    server resumed a session at a batch this client no longer keeps."""
+
+
 class Unavailable(PoolscoreError, ConnectionError):
     """UNAVAILABLE or DEADLINE_EXCEEDED: the server could not be reached in time."""
 
@@ -48,7 +56,7 @@ _BY_CODE = {
     grpc.StatusCode.FAILED_PRECONDITION: SequenceGap, grpc.StatusCode.ALREADY_EXISTS: SessionExists,
     grpc.StatusCode.RESOURCE_EXHAUSTED: OverLimit,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated, grpc.StatusCode.UNAVAILABLE: Unavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable, grpc.StatusCode.DATA_LOSS: DataLoss,
 }
 
 
@@ -56,3 +64,34 @@ def from_rpc_error(err: grpc.RpcError) -> PoolscoreError:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
     return _BY_CODE.get(code, PoolscoreError)(code, details or code.name)
+
+
+class Requests:
+    """A request iterator that keeps its own exception: gRPC reports it only as
+    "Exception iterating requests!", and the caller deserves the real one."""
+
+    def __init__(self, source: Iterator[bytes]) -> None:
+        self._source, self.error = source, None
+
+    def __iter__(self) -> "Requests":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._source)
+        except StopIteration:
+            raise
+        except BaseException as err:
+            self.error = err
+            raise
+
+
+@contextlib.contextmanager
+def mapped(requests: Requests | None = None) -> Iterator[None]:
+    """Every grpc.RpcError leaves the client as a typed PoolscoreError with the server's message."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        if requests is not None and requests.error is not None:
+            raise requests.error  # the pool reader failed on this side, not the server
+        raise from_rpc_error(err) from None

@@ -22,9 +22,10 @@ from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline
 from poolscore.server.runtime.allocator import keep_freed_memory
 from poolscore.server.runtime.budget import MemoryBudget
+from poolscore.server.sessions.checkpoints import Checkpoints
 from poolscore.server.sessions.store import SessionStore
 from poolscore.server.strategies import STRATEGIES
-from poolscore.server.transport import handlers
+from poolscore.server.transport import handlers, messages as msg
 from poolscore.server.transport.auth import Principals, TokenAuth
 from poolscore.server.transport.oip import InferenceServicer
 from poolscore.server.transport.poolscorer import PoolScorer, version
@@ -69,6 +70,8 @@ class App:
     def stop(self, grace: float | None = None) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.scorer is not None and self.scorer.sessions.checkpoints is not None:
+            self.scorer.sessions.checkpoints.close()  # every committed batch on disk before exit
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         self.backend.close()
@@ -94,10 +97,14 @@ def build_server(config: ServeConfig) -> App:
                          options=options, interceptors=[TokenAuth(principals, denied)] if principals.required else [])
     models = ModelRepository(Path(config.model_repo) if config.model_repo else None, backend)
     pipeline = Pipeline(backend, metrics)
-    sessions = SessionStore(config.max_sessions, config.session_ttl_s, MemoryBudget(config.session_memory_mb * 2**20))
+    checkpoints = _checkpoints(config, metrics)
+    sessions = SessionStore(config.max_sessions, config.session_ttl_s, MemoryBudget(config.session_memory_mb * 2**20),
+                            checkpoints)
+    scorer = PoolScorer(config, backend, sessions, metrics, models, pipeline, principals)
+    if checkpoints is not None:
+        sessions.restore(checkpoints.load(scorer.revive))  # before the port opens: no call sees a half-loaded store
     server.add_generic_rpc_handlers((
-        handlers.poolscorer(scorer := PoolScorer(config, backend, sessions, metrics, models, pipeline, principals)),
-        handlers.inference(InferenceServicer(backend, models, pipeline, metrics, version()))))
+        handlers.poolscorer(scorer), handlers.inference(InferenceServicer(backend, models, pipeline, metrics, version()))))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
@@ -108,6 +115,13 @@ def build_server(config: ServeConfig) -> App:
         raise OSError(f"could not bind {config.host}:{config.port}")
     http, metrics_port = _serve_metrics(config, metrics)
     return App(server, port, metrics_port, backend, checker, models, http, principals, scorer)
+
+
+def _checkpoints(config: ServeConfig, metrics: Metrics) -> Checkpoints | None:
+    if not config.state_dir:
+        return None
+    return Checkpoints(Path(config.state_dir), msg.session_header, config.checkpoint_batches, config.checkpoint_s,
+                       config.checkpoint_stall_s, on_written=metrics.checkpointed)
 
 
 def _tls(config: ServeConfig) -> grpc.ServerCredentials | None:

@@ -23,6 +23,10 @@ class ServeConfig:
     max_k: int = 1_000_000
     max_message_bytes: int = 64 * 1024 * 1024
     session_ttl_s: float = 3600.0  # idle sessions are dropped after this long
+    state_dir: str = ""  # durable sessions: each session's state is checkpointed here and restored at start
+    checkpoint_batches: int = 8  # with --state-dir: a session is written once this many batches are undurable
+    checkpoint_s: float = 1.0  # ... or this long after its first undurable batch, whichever comes first
+    checkpoint_stall_s: float = 30.0  # a stream 2 × checkpoint_batches ahead of its checkpoint waits this long, then UNAVAILABLE
     session_memory_mb: int = 4096  # every session reserves its state (top-K, keys, candidate set) from this budget
     workers: int = 72  # gRPC handler threads: one per open stream, and the rest for unary calls and health
     max_streams: int = 0  # concurrent Score/ScorePool streams (0: workers − 8, so unary calls and health keep threads)

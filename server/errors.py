@@ -96,3 +96,24 @@ class OverLimit(PoolscoreError):
 
 class BadToken(PoolscoreError):
     """The call carried no valid bearer token."""
+
+
+class SessionCorrupt(PoolscoreError):
+    """A session's state file in --state-dir is torn or altered: it was not loaded (DATA_LOSS)."""
+
+    def __init__(self, session_id: str, path: str, problem: str) -> None:
+        super().__init__(f"session {shown(session_id)}: its state file {path} is unreadable ({problem}), so it was not "
+                         f"loaded; delete the session to start it over, or restore the file and restart")
+
+
+class SessionUnrestorable(PoolscoreError):
+    """A session's state file is whole but could not be restored here (its model is not served,
+    the memory budget is spent): FAILED_PRECONDITION, naming why."""
+
+    def __init__(self, session_id: str, path: str, problem: str) -> None:
+        super().__init__(f"session {shown(session_id)}: its state file {path} was not restored: {problem}")
+
+
+class NotDurable(PoolscoreError):
+    """Checkpoints have fallen too far behind (a slow or failing --state-dir): UNAVAILABLE, so the
+    client backs off and resends from the durable batch."""

@@ -23,6 +23,15 @@ class Metrics:
         self.errors = Counter("poolscore_errors_total", "RPCs that ended in an error, by gRPC code.",
                               ["code"], registry=registry)
         self.compiled = Gauge("poolscore_compiled_kernels", "Kernels compiled and serving.", registry=registry)
+        self.checkpoint_seconds = Histogram("poolscore_checkpoint_duration_seconds",
+                                            "Time to write one session's checkpoint (--state-dir), fsyncs included.",
+                                            buckets=_LATENCY, registry=registry)
+        self.checkpoint_bytes = Counter("poolscore_checkpoint_written_bytes", "Bytes of session checkpoints written.",
+                                        registry=registry)
+
+    def checkpointed(self, nbytes: int, seconds: float) -> None:
+        self.checkpoint_seconds.observe(seconds)
+        self.checkpoint_bytes.inc(nbytes)
 
     def scored(self, strategy: str, device: str, rows: int, nbytes: int) -> None:
         self.items.labels(strategy, device).inc(rows)

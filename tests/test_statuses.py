@@ -22,6 +22,9 @@ WANT = {
     errors.StreamIdle(300.0): grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.ResendConflict("s", 4): grpc.StatusCode.FAILED_PRECONDITION,
     errors.Draining(): grpc.StatusCode.UNAVAILABLE,
+    errors.NotDurable("checkpoints behind"): grpc.StatusCode.UNAVAILABLE,
+    errors.SessionCorrupt("s", "/state/x.session", "checksum mismatch"): grpc.StatusCode.DATA_LOSS,
+    errors.SessionUnrestorable("s", "/state/x.session", "no model named 'm'"): grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

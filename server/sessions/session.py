@@ -117,6 +117,7 @@ class Session:
     reserved: int = 0  # bytes of the memory budget this session holds (released when it goes)
     closed: bool = False  # deleted or expired: reserves nothing more
     owner: str = ""  # the principal that created it: the only one that finds it
+    durable_seq: int = 0  # with --state-dir: batches < durable_seq are on disk (checkpoints.py sets it)
     # Guards only the swap of `state` in commit(); never held while scoring, nor while
     # taking the store's lock (lock order: the store's, then a session's).
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

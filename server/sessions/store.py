@@ -10,9 +10,12 @@ import threading
 import time
 import secrets
 
-from poolscore.server.errors import BadInput, OverLimit, SessionConflict, SessionNotFound
+from poolscore.server.errors import (
+    BadInput, NotDurable, OverLimit, SessionConflict, SessionNotFound, SessionUnrestorable,
+)
 from poolscore.server.models.feed import Feed
 from poolscore.server.runtime.budget import MemoryBudget
+from poolscore.server.sessions.checkpoints import Checkpoints
 from poolscore.server.sessions.session import Session, State
 from poolscore.server.strategies import Spec
 
@@ -21,11 +24,27 @@ MAX_SESSION_ID = 128  # characters of a caller-chosen session id
 
 
 class SessionStore:
-    def __init__(self, max_sessions: int, ttl_s: float, budget: MemoryBudget | None = None) -> None:
+    def __init__(self, max_sessions: int, ttl_s: float, budget: MemoryBudget | None = None,
+                 checkpoints: Checkpoints | None = None) -> None:
         self._sessions: dict[tuple[str, str], Session] = {}  # (owner, id) → session
         self._lock = threading.Lock()  # guards _sessions and each session's `used`; held for dict work only
         self.max_sessions, self.ttl_s = max_sessions, ttl_s
         self.budget = budget or MemoryBudget(2**62)
+        self.checkpoints = checkpoints  # None: sessions live in memory only
+
+    def restore(self, sessions: list[Session]) -> None:
+        """Sessions loaded from the state dir at start: each reserves its memory again; one that
+        does not fit (a smaller budget or --max-sessions than before) stays on disk, refused by name."""
+        for session in sessions:
+            try:
+                if len(self._sessions) >= self.max_sessions:
+                    raise OverLimit(f"sessions: all {self.max_sessions} in use (--max-sessions)")
+                session.reserve(session.state, self.budget)
+            except OverLimit as err:
+                self.checkpoints.refuse(self.checkpoints.root / self.checkpoints.name(session.owner, session.id),
+                                        SessionUnrestorable, str(err))
+                continue
+            self._sessions[session.owner, session.id] = session
 
     def create(self, spec: Spec, first: State, session_id: str = "", feed: Feed | None = None,
                owner: str = "") -> Session:
@@ -37,10 +56,17 @@ class SessionStore:
                 return _same(self._sessions[owner, session_id], Session(session_id, spec, first, feed))
             if len(self._sessions) >= self.max_sessions:
                 raise OverLimit(f"sessions: all {self.max_sessions} in use; delete finished ones")
+            self._refuse_damaged(owner, session_id)  # never written over silently
             session = Session(session_id or secrets.token_hex(16), spec, first, feed=feed, owner=owner)  # unguessable
             session.reserve(first, self.budget)  # its top-K (or a candidate set's index): refused here, before any batch
             self._sessions[owner, session.id] = session
-            return session
+        if self.checkpoints is not None:
+            try:
+                self.checkpoints.created(session)  # on disk before the create returns
+            except OSError as err:
+                self.delete(session.id, owner)
+                raise NotDurable(f"--state-dir: session {session.id!r} could not be written: {err}") from None
+        return session
 
     def get(self, session_id: str, owner: str = "") -> Session:
         """The caller's session, its idle clock restarted; NOT_FOUND once it has been idle past
@@ -53,13 +79,19 @@ class SessionStore:
                 session = None
             if session is not None:
                 session.used = now
+            else:
+                self._refuse_damaged(owner, session_id)
         if session is None:
             raise SessionNotFound(session_id)
         return session
 
-    def delete(self, session_id: str, owner: str = "") -> Session:
+    def delete(self, session_id: str, owner: str = "") -> Session | None:
+        """The deleted session; None when what was deleted was only a damaged state file."""
         with self._lock:
             session = self._drop((owner, session_id))
+        if session is None and self.checkpoints is not None and self.checkpoints.problem(owner, session_id):
+            self.checkpoints.forget(owner, session_id)  # a torn file, deleted on purpose: the id is free again
+            return None
         if session is None:
             raise SessionNotFound(session_id)
         return session
@@ -79,7 +111,15 @@ class SessionStore:
         session = self._sessions.pop(key, None)
         if session is not None:
             session.close(self.budget)
+            if self.checkpoints is not None:
+                self.checkpoints.removed(session)
         return session
+
+    def _refuse_damaged(self, owner: str, session_id: str) -> None:
+        """A session whose file was not loaded at start raises why (DATA_LOSS, FAILED_PRECONDITION)."""
+        problem = self.checkpoints.problem(owner, session_id) if self.checkpoints is not None and session_id else None
+        if problem is not None:
+            raise problem
 
     def _idle(self, session: Session, now: float) -> bool:
         """Idle past the TTL: dropped, as if it had never been created."""

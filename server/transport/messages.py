@@ -1,6 +1,9 @@
 """poolscore.v1 messages ↔ the core's plain values: requests read, replies built, here only."""
 from __future__ import annotations
 
+import base64
+from typing import Any, Mapping
+
 import numpy as np
 
 from poolscore.server.ingest.dtypes import wire_of
@@ -48,7 +51,7 @@ def session_to_pb(s: Session) -> pb.Session:
     state = s.state
     model = pb.ModelSpec(name=s.feed.model.name, samples=s.feed.samples, seed=s.feed.seed) if s.feed else None
     return pb.Session(session_id=s.id, strategy=spec_to_pb(s.spec), k=s.k, next_seq=state.next_seq,
-                      items=state.items, model=model)
+                      items=state.items, model=model, durable_seq=s.durable_seq)
 
 
 def top_to_pb(state: State) -> pb.TopK:
@@ -58,7 +61,25 @@ def top_to_pb(state: State) -> pb.TopK:
 
 
 def ack(s: Session, state: State, seq: int, replayed: bool) -> pb.ScoreAck:
-    return pb.ScoreAck(session_id=s.id, seq=state.next_seq - 1, items=state.items, acked_seq=seq, replayed=replayed)
+    return pb.ScoreAck(session_id=s.id, seq=state.next_seq - 1, items=state.items, acked_seq=seq, replayed=replayed,
+                       durable_seq=s.durable_seq)
+
+
+def session_header(s: Session) -> dict[str, Any]:
+    """What a checkpoint file keeps of a session besides its state: its create request, on the wire."""
+    model = pb.ModelSpec(name=s.feed.model.name, samples=s.feed.samples, seed=s.feed.seed) if s.feed else pb.ModelSpec()
+    return {"k": s.k, "strategy": _b64(spec_to_pb(s.spec)), "model": _b64(model)}
+
+
+def create_of(header: Mapping[str, Any]) -> tuple[pb.StrategySpec, int, pb.ModelSpec]:
+    """A checkpoint header's create request (strategy, k, model), as session_header wrote it."""
+    strategy, model = (message.FromString(base64.b64decode(header[name], validate=True))
+                       for message, name in ((pb.StrategySpec, "strategy"), (pb.ModelSpec, "model")))
+    return strategy, int(header["k"]), model
+
+
+def _b64(message) -> str:
+    return base64.b64encode(message.SerializeToString()).decode()
 
 
 def model_info_to_pb(m: ModelInfo) -> pb.ModelInfo:

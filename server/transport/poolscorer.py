@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import grpc
 
@@ -76,9 +76,12 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     def _acks(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[pb.ScoreAck]:
         owner = self._who(context)  # one call, one caller: its metadata is read once
+        checkpoints = self.sessions.checkpoints
         for req in self._stream(requests, context):  # a gone caller's queued batches: uncommitted
             with self.metrics.batch_seconds.labels("Score").time():
                 session = self.sessions.get(req.session_id, owner)
+                if checkpoints is not None:
+                    checkpoints.room(session)  # a client resends at most 2 × --checkpoint-batches after a crash
                 state = session.state
                 fresh = state.is_new(req.seq, session.id)
                 digest = wire.digest(req)
@@ -86,6 +89,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                     new = self._scored(session, state, req.seq, req, digest)
                     fresh = session.commit(state, new)  # False: another writer committed this seq first
                     state = new if fresh else session.state
+                    if fresh and checkpoints is not None:
+                        checkpoints.committed(session)
                 if not fresh:
                     state.check_resend(req.seq, digest, session.id)
             yield msg.ack(session, state, req.seq, replayed=not fresh)
@@ -107,7 +112,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     @maps_errors
     def DeleteSession(self, req: pb.SessionRef, context: grpc.ServicerContext) -> pb.Session:
-        return msg.session_to_pb(self.sessions.delete(req.session_id, self._who(context)))
+        session = self.sessions.delete(req.session_id, self._who(context))
+        return pb.Session(session_id=req.session_id) if session is None else msg.session_to_pb(session)  # None: a damaged file
 
     @maps_errors
     def ScoreBatch(self, req: Parsed, context: grpc.ServicerContext) -> pb.ScoreBatchReply:
@@ -133,13 +139,16 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         return self._info()
 
     def _info(self) -> pb.ServerInfoReply:
+        checkpoints = self.sessions.checkpoints
         return pb.ServerInfoReply(
             models=[msg.model_info_to_pb(m.info()) for m in self.models.models.values()],
             model_errors=self.models.errors, version=version(),
             device=f"{self.backend.description}, {self.backend.name} backend", strategies=msg.strategies_to_pb(),
             limits=pb.Limits(max_message_bytes=self.config.max_message_bytes, max_k=self.config.max_k,
                              max_sessions=self.config.max_sessions, session_memory_bytes=self.sessions.budget.total,
-                             session_memory_free_bytes=self.sessions.budget.free))
+                             session_memory_free_bytes=self.sessions.budget.free,
+                             checkpoint_batches=self.config.checkpoint_batches if checkpoints else 0),
+            state_errors={p.path: p.reason for p in checkpoints.problems.values()} if checkpoints else {})
 
     def _who(self, context: grpc.ServicerContext) -> str:
         """The caller's principal (the interceptor has refused calls without a valid token)."""
@@ -182,6 +191,15 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                             f"limit of {self.config.max_message_bytes}; ask for a smaller k or use shorter keys")
         session.reserve(new, self.sessions.budget)  # a candidate set's rows, once the first batch shows their width
         return new
+
+    def revive(self, header: Mapping[str, Any]) -> Session:
+        """A session from its checkpoint header, with its first state (checkpoints.py fills in the
+        rest): parsed and checked as its create was, so a changed server (a model gone, a lower
+        --max-k) refuses it by name."""
+        strategy, k, model = msg.create_of(header)
+        spec = msg.spec_of(strategy)
+        return Session(str(header["id"]), spec, self._first(spec, k), msg.feed_of(model, spec, self.models),
+                       owner=str(header["owner"]))
 
     def _first(self, spec: Spec, k: int) -> State:
         return empty_state(spec, check_k(k, self.config.max_k), self.backend)

@@ -10,8 +10,8 @@ import grpc
 from grpc import StatusCode
 
 from poolscore.server.errors import (
-    BadInput, BadToken, Draining, ModelNotFound, OverLimit, ResendConflict, SequenceGap, SessionConflict, SessionNotFound, StreamIdle,
-    UnknownStrategy,
+    BadInput, BadToken, Draining, ModelNotFound, NotDurable, OverLimit, ResendConflict, SequenceGap, SessionConflict,
+    SessionCorrupt, SessionNotFound, SessionUnrestorable, StreamIdle, UnknownStrategy,
 )
 
 from poolscore.server.transport.wire import Unparsable
@@ -24,7 +24,8 @@ STATUS_OF = {
     SequenceGap: StatusCode.FAILED_PRECONDITION, SessionConflict: StatusCode.ALREADY_EXISTS,
     OverLimit: StatusCode.RESOURCE_EXHAUSTED, BadToken: StatusCode.UNAUTHENTICATED,
     StreamIdle: StatusCode.DEADLINE_EXCEEDED, ResendConflict: StatusCode.FAILED_PRECONDITION,
-    Draining: StatusCode.UNAVAILABLE,
+    Draining: StatusCode.UNAVAILABLE, NotDurable: StatusCode.UNAVAILABLE,
+    SessionCorrupt: StatusCode.DATA_LOSS, SessionUnrestorable: StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apoolscore/v1/scoring.proto\x12\x0cpoolscore.v1\"L\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.poolscore.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x99\x02\n\x0cStrategySpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\ninput_kind\x18\x02 \x01(\x0e\x32\x17.poolscore.v1.InputKind\x12\x13\n\x0btemperature\x18\x03 \x01(\x01\x12\x0c\n\x04\x62\x61se\x18\x04 \x01(\x01\x12\x12\n\nnormalized\x18\x05 \x01(\x08\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12\x11\n\tpre_score\x18\x07 \x01(\t\x12\x0c\n\x04\x62\x65ta\x18\x08 \x01(\x01\x12\x10\n\x08sampling\x18\t \x01(\t\x12\x14\n\x0c\x63lass_priors\x18\n \x03(\x01\x12\x12\n\ncandidates\x18\x0b \x01(\x03\x12\x0b\n\x03\x65ta\x18\x0c \x01(\x01\x12\x11\n\treference\x18\r \x01(\x03\x12\x0c\n\x04loss\x18\x0e \x01(\t\"8\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x03\"\xdd\x02\n\x0cScoreRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12!\n\x03ids\x18\x03 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12\x0c\n\x04keys\x18\x04 \x03(\t\x12$\n\x06logits\x18\x05 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12\'\n\tembedding\x18\x06 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12,\n\x08strategy\x18\x07 \x01(\x0b\x32\x1a.poolscore.v1.StrategySpec\x12\t\n\x01k\x18\x08 \x01(\x05\x12&\n\x05model\x18\t \x01(\x0b\x32\x17.poolscore.v1.ModelSpec\x12$\n\x06inputs\x18\n \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12%\n\x07labeled\x18\x0b \x01(\x0b\x32\x14.poolscore.v1.Tensor\"_\n\x08ScoreAck\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\r\n\x05items\x18\x03 \x01(\x03\x12\x11\n\tacked_seq\x18\x04 \x01(\x03\x12\x10\n\x08replayed\x18\x05 \x01(\x08\"\x8b\x01\n\x14\x43reateSessionRequest\x12,\n\x08strategy\x18\x01 \x01(\x0b\x32\x1a.poolscore.v1.StrategySpec\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12&\n\x05model\x18\x04 \x01(\x0b\x32\x17.poolscore.v1.ModelSpec\" \n\nSessionRef\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x9f\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x08strategy\x18\x02 \x01(\x0b\x32\x1a.poolscore.v1.StrategySpec\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x10\n\x08next_seq\x18\x04 \x01(\x03\x12\r\n\x05items\x18\x05 \x01(\x03\x12&\n\x05model\x18\x06 \x01(\x0b\x32\x17.poolscore.v1.ModelSpec\"@\n\x04TopK\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x01\x12\x0c\n\x04keys\x18\x03 \x03(\t\x12\r\n\x05items\x18\x04 \x01(\x03\"\x81\x02\n\x11ScoreBatchRequest\x12,\n\x08strategy\x18\x01 \x01(\x0b\x32\x1a.poolscore.v1.StrategySpec\x12$\n\x06logits\x18\x02 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12\'\n\tembedding\x18\x03 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12!\n\x03ids\x18\x04 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12&\n\x05model\x18\x05 \x01(\x0b\x32\x17.poolscore.v1.ModelSpec\x12$\n\x06inputs\x18\x06 \x01(\x0b\x32\x14.poolscore.v1.Tensor\"7\n\x0fScoreBatchReply\x12$\n\x06scores\x18\x01 \x01(\x0b\x32\x14.poolscore.v1.Tensor\"\x13\n\x11ServerInfoRequest\"\x80\x01\n\x0cStrategyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x17\n\x0fneeds_embedding\x18\x04 \x01(\x08\x12\x10\n\x08\x65ntropic\x18\x05 \x01(\x08\x12\x11\n\tset_level\x18\x06 \x01(\x08\"\x89\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\r\n\x05max_k\x18\x02 \x01(\x05\x12\x14\n\x0cmax_sessions\x18\x03 \x01(\x05\x12\x1c\n\x14session_memory_bytes\x18\x04 \x01(\x03\x12!\n\x19session_memory_free_bytes\x18\x05 \x01(\x03\"=\n\x0fTensorSignature\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xc9\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12,\n\x05input\x18\x03 \x01(\x0b\x32\x1d.poolscore.v1.TensorSignature\x12\x15\n\rlogits_output\x18\x04 \x01(\t\x12\x18\n\x10\x65mbedding_output\x18\x05 \x01(\t\x12\x18\n\x10\x64\x65\x66\x61ult_strategy\x18\x06 \x01(\t\x12\x12\n\nmc_dropout\x18\x07 \x01(\x08\x12\x0f\n\x07members\x18\x08 \x03(\t\"\xab\x02\n\x0fServerInfoReply\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12.\n\nstrategies\x18\x03 \x03(\x0b\x32\x1a.poolscore.v1.StrategyInfo\x12$\n\x06limits\x18\x04 \x01(\x0b\x32\x14.poolscore.v1.Limits\x12\'\n\x06models\x18\x05 \x03(\x0b\x32\x17.poolscore.v1.ModelInfo\x12\x44\n\x0cmodel_errors\x18\x06 \x03(\x0b\x32..poolscore.v1.ServerInfoReply.ModelErrorsEntry\x1a\x32\n\x10ModelErrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x15\n\x13ReloadModelsRequest*X\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x46P16\x10\x01\x12\x08\n\x04\x42\x46\x31\x36\x10\x02\x12\x08\n\x04\x46P32\x10\x03\x12\x08\n\x04\x46P64\x10\x04\x12\t\n\x05INT64\x10\x05*A\n\tInputKind\x12\n\n\x06LOGITS\x10\x00\x12\x11\n\rPROBABILITIES\x10\x01\x12\x15\n\x11LOG_PROBABILITIES\x10\x02\x32\x80\x05\n\nPoolScorer\x12=\n\tScorePool\x12\x1a.poolscore.v1.ScoreRequest\x1a\x12.poolscore.v1.TopK(\x01\x12?\n\x05Score\x12\x1a.poolscore.v1.ScoreRequest\x1a\x16.poolscore.v1.ScoreAck(\x01\x30\x01\x12J\n\rCreateSession\x12\".poolscore.v1.CreateSessionRequest\x1a\x15.poolscore.v1.Session\x12=\n\nGetSession\x12\x18.poolscore.v1.SessionRef\x1a\x15.poolscore.v1.Session\x12\x37\n\x07GetTopK\x12\x18.poolscore.v1.SessionRef\x1a\x12.poolscore.v1.TopK\x12@\n\rDeleteSession\x12\x18.poolscore.v1.SessionRef\x1a\x15.poolscore.v1.Session\x12L\n\nScoreBatch\x12\x1f.poolscore.v1.ScoreBatchRequest\x1a\x1d.poolscore.v1.ScoreBatchReply\x12L\n\nServerInfo\x12\x1f.poolscore.v1.ServerInfoRequest\x1a\x1d.poolscore.v1.ServerInfoReply\x12P\n\x0cReloadModels\x12!.poolscore.v1.ReloadModelsRequest\x1a\x1d.poolscore.v1.ServerInfoReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apoolscore/v1/scoring.proto\x12\x0cpoolscore.v1\"L\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.poolscore.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x99\x02\n\x0cStrategySpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\ninput_kind\x18\x02 \x01(\x0e\x32\x17.poolscore.v1.InputKind\x12\x13\n\x0btemperature\x18\x03 \x01(\x01\x12\x0c\n\x04\x62\x61se\x18\x04 \x01(\x01\x12\x12\n\nnormalized\x18\x05 \x01(\x08\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12\x11\n\tpre_score\x18\x07 \x01(\t\x12\x0c\n\x04\x62\x65ta\x18\x08 \x01(\x01\x12\x10\n\x08sampling\x18\t \x01(\t\x12\x14\n\x0c\x63lass_priors\x18\n \x03(\x01\x12\x12\n\ncandidates\x18\x0b \x01(\x03\x12\x0b\n\x03\x65ta\x18\x0c \x01(\x01\x12\x11\n\treference\x18\r \x01(\x03\x12\x0c\n\x04loss\x18\x0e \x01(\t\"8\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\x05\x12\x0c\n\x04seed\x18\x03 \x01(\x03\"\xdd\x02\n\x0cScoreRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12!\n\x03ids\x18\x03 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12\x0c\n\x04keys\x18\x04 \x03(\t\x12$\n\x06logits\x18\x05 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12\'\n\tembedding\x18\x06 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12,\n\x08strategy\x18\x07 \x01(\x0b\x32\x1a.poolscore.v1.StrategySpec\x12\t\n\x01k\x18\x08 \x01(\x05\x12&\n\x05model\x18\t \x01(\x0b\x32\x17.poolscore.v1.ModelSpec\x12$\n\x06inputs\x18\n \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12%\n\x07labeled\x18\x0b \x01(\x0b\x32\x14.poolscore.v1.Tensor\"t\n\x08ScoreAck\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\r\n\x05items\x18\x03 \x01(\x03\x12\x11\n\tacked_seq\x18\x04 \x01(\x03\x12\x10\n\x08replayed\x18\x05 \x01(\x08\x12\x13\n\x0b\x64urable_seq\x18\x06 \x01(\x03\"\x8b\x01\n\x14\x43reateSessionRequest\x12,\n\x08strategy\x18\x01 \x01(\x0b\x32\x1a.poolscore.v1.StrategySpec\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12&\n\x05model\x18\x04 \x01(\x0b\x32\x17.poolscore.v1.ModelSpec\" \n\nSessionRef\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xb4\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x08strategy\x18\x02 \x01(\x0b\x32\x1a.poolscore.v1.StrategySpec\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x10\n\x08next_seq\x18\x04 \x01(\x03\x12\r\n\x05items\x18\x05 \x01(\x03\x12&\n\x05model\x18\x06 \x01(\x0b\x32\x17.poolscore.v1.ModelSpec\x12\x13\n\x0b\x64urable_seq\x18\x07 \x01(\x03\"@\n\x04TopK\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x0e\n\x06scores\x18\x02 \x03(\x01\x12\x0c\n\x04keys\x18\x03 \x03(\t\x12\r\n\x05items\x18\x04 \x01(\x03\"\x81\x02\n\x11ScoreBatchRequest\x12,\n\x08strategy\x18\x01 \x01(\x0b\x32\x1a.poolscore.v1.StrategySpec\x12$\n\x06logits\x18\x02 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12\'\n\tembedding\x18\x03 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12!\n\x03ids\x18\x04 \x01(\x0b\x32\x14.poolscore.v1.Tensor\x12&\n\x05model\x18\x05 \x01(\x0b\x32\x17.poolscore.v1.ModelSpec\x12$\n\x06inputs\x18\x06 \x01(\x0b\x32\x14.poolscore.v1.Tensor\"7\n\x0fScoreBatchReply\x12$\n\x06scores\x18\x01 \x01(\x0b\x32\x14.poolscore.v1.Tensor\"\x13\n\x11ServerInfoRequest\"\x80\x01\n\x0cStrategyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x17\n\x0fneeds_embedding\x18\x04 \x01(\x08\x12\x10\n\x08\x65ntropic\x18\x05 \x01(\x08\x12\x11\n\tset_level\x18\x06 \x01(\x08\"\xa5\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\r\n\x05max_k\x18\x02 \x01(\x05\x12\x14\n\x0cmax_sessions\x18\x03 \x01(\x05\x12\x1c\n\x14session_memory_bytes\x18\x04 \x01(\x03\x12!\n\x19session_memory_free_bytes\x18\x05 \x01(\x03\x12\x1a\n\x12\x63heckpoint_batches\x18\x06 \x01(\x05\"=\n\x0fTensorSignature\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xc9\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08platform\x18\x02 \x01(\t\x12,\n\x05input\x18\x03 \x01(\x0b\x32\x1d.poolscore.v1.TensorSignature\x12\x15\n\rlogits_output\x18\x04 \x01(\t\x12\x18\n\x10\x65mbedding_output\x18\x05 \x01(\t\x12\x18\n\x10\x64\x65\x66\x61ult_strategy\x18\x06 \x01(\t\x12\x12\n\nmc_dropout\x18\x07 \x01(\x08\x12\x0f\n\x07members\x18\x08 \x03(\t\"\xa5\x03\n\x0fServerInfoReply\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12.\n\nstrategies\x18\x03 \x03(\x0b\x32\x1a.poolscore.v1.StrategyInfo\x12$\n\x06limits\x18\x04 \x01(\x0b\x32\x14.poolscore.v1.Limits\x12\'\n\x06models\x18\x05 \x03(\x0b\x32\x17.poolscore.v1.ModelInfo\x12\x44\n\x0cmodel_errors\x18\x06 \x03(\x0b\x32..poolscore.v1.ServerInfoReply.ModelErrorsEntry\x12\x44\n\x0cstate_errors\x18\x07 \x03(\x0b\x32..poolscore.v1.ServerInfoReply.StateErrorsEntry\x1a\x32\n\x10ModelErrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10StateErrorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x15\n\x13ReloadModelsRequest*X\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x46P16\x10\x01\x12\x08\n\x04\x42\x46\x31\x36\x10\x02\x12\x08\n\x04\x46P32\x10\x03\x12\x08\n\x04\x46P64\x10\x04\x12\t\n\x05INT64\x10\x05*A\n\tInputKind\x12\n\n\x06LOGITS\x10\x00\x12\x11\n\rPROBABILITIES\x10\x01\x12\x15\n\x11LOG_PROBABILITIES\x10\x02\x32\x80\x05\n\nPoolScorer\x12=\n\tScorePool\x12\x1a.poolscore.v1.ScoreRequest\x1a\x12.poolscore.v1.TopK(\x01\x12?\n\x05Score\x12\x1a.poolscore.v1.ScoreRequest\x1a\x16.poolscore.v1.ScoreAck(\x01\x30\x01\x12J\n\rCreateSession\x12\".poolscore.v1.CreateSessionRequest\x1a\x15.poolscore.v1.Session\x12=\n\nGetSession\x12\x18.poolscore.v1.SessionRef\x1a\x15.poolscore.v1.Session\x12\x37\n\x07GetTopK\x12\x18.poolscore.v1.SessionRef\x1a\x12.poolscore.v1.TopK\x12@\n\rDeleteSession\x12\x18.poolscore.v1.SessionRef\x1a\x15.poolscore.v1.Session\x12L\n\nScoreBatch\x12\x1f.poolscore.v1.ScoreBatchRequest\x1a\x1d.poolscore.v1.ScoreBatchReply\x12L\n\nServerInfo\x12\x1f.poolscore.v1.ServerInfoRequest\x1a\x1d.poolscore.v1.ServerInfoReply\x12P\n\x0cReloadModels\x12!.poolscore.v1.ReloadModelsRequest\x1a\x1d.poolscore.v1.ServerInfoReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SERVERINFOREPLY_MODELERRORSENTRY']._loaded_options = None
   _globals['_SERVERINFOREPLY_MODELERRORSENTRY']._serialized_options = b'8\001'
-  _globals['_DATATYPE']._serialized_start=2518
-  _globals['_DATATYPE']._serialized_end=2606
-  _globals['_INPUTKIND']._serialized_start=2608
-  _globals['_INPUTKIND']._serialized_end=2673
+  _globals['_SERVERINFOREPLY_STATEERRORSENTRY']._loaded_options = None
+  _globals['_SERVERINFOREPLY_STATEERRORSENTRY']._serialized_options = b'8\001'
+  _globals['_DATATYPE']._serialized_start=2710
+  _globals['_DATATYPE']._serialized_end=2798
+  _globals['_INPUTKIND']._serialized_start=2800
+  _globals['_INPUTKIND']._serialized_end=2865
   _globals['_TENSOR']._serialized_start=44
   _globals['_TENSOR']._serialized_end=120
   _globals['_STRATEGYSPEC']._serialized_start=123
@@ -46,35 +48,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOREREQUEST']._serialized_start=465
   _globals['_SCOREREQUEST']._serialized_end=814
   _globals['_SCOREACK']._serialized_start=816
-  _globals['_SCOREACK']._serialized_end=911
-  _globals['_CREATESESSIONREQUEST']._serialized_start=914
-  _globals['_CREATESESSIONREQUEST']._serialized_end=1053
-  _globals['_SESSIONREF']._serialized_start=1055
-  _globals['_SESSIONREF']._serialized_end=1087
-  _globals['_SESSION']._serialized_start=1090
-  _globals['_SESSION']._serialized_end=1249
-  _globals['_TOPK']._serialized_start=1251
-  _globals['_TOPK']._serialized_end=1315
-  _globals['_SCOREBATCHREQUEST']._serialized_start=1318
-  _globals['_SCOREBATCHREQUEST']._serialized_end=1575
-  _globals['_SCOREBATCHREPLY']._serialized_start=1577
-  _globals['_SCOREBATCHREPLY']._serialized_end=1632
-  _globals['_SERVERINFOREQUEST']._serialized_start=1634
-  _globals['_SERVERINFOREQUEST']._serialized_end=1653
-  _globals['_STRATEGYINFO']._serialized_start=1656
-  _globals['_STRATEGYINFO']._serialized_end=1784
-  _globals['_LIMITS']._serialized_start=1787
-  _globals['_LIMITS']._serialized_end=1924
-  _globals['_TENSORSIGNATURE']._serialized_start=1926
-  _globals['_TENSORSIGNATURE']._serialized_end=1987
-  _globals['_MODELINFO']._serialized_start=1990
-  _globals['_MODELINFO']._serialized_end=2191
-  _globals['_SERVERINFOREPLY']._serialized_start=2194
-  _globals['_SERVERINFOREPLY']._serialized_end=2493
-  _globals['_SERVERINFOREPLY_MODELERRORSENTRY']._serialized_start=2443
-  _globals['_SERVERINFOREPLY_MODELERRORSENTRY']._serialized_end=2493
-  _globals['_RELOADMODELSREQUEST']._serialized_start=2495
-  _globals['_RELOADMODELSREQUEST']._serialized_end=2516
-  _globals['_POOLSCORER']._serialized_start=2676
-  _globals['_POOLSCORER']._serialized_end=3316
+  _globals['_SCOREACK']._serialized_end=932
+  _globals['_CREATESESSIONREQUEST']._serialized_start=935
+  _globals['_CREATESESSIONREQUEST']._serialized_end=1074
+  _globals['_SESSIONREF']._serialized_start=1076
+  _globals['_SESSIONREF']._serialized_end=1108
+  _globals['_SESSION']._serialized_start=1111
+  _globals['_SESSION']._serialized_end=1291
+  _globals['_TOPK']._serialized_start=1293
+  _globals['_TOPK']._serialized_end=1357
+  _globals['_SCOREBATCHREQUEST']._serialized_start=1360
+  _globals['_SCOREBATCHREQUEST']._serialized_end=1617
+  _globals['_SCOREBATCHREPLY']._serialized_start=1619
+  _globals['_SCOREBATCHREPLY']._serialized_end=1674
+  _globals['_SERVERINFOREQUEST']._serialized_start=1676
+  _globals['_SERVERINFOREQUEST']._serialized_end=1695
+  _globals['_STRATEGYINFO']._serialized_start=1698
+  _globals['_STRATEGYINFO']._serialized_end=1826
+  _globals['_LIMITS']._serialized_start=1829
+  _globals['_LIMITS']._serialized_end=1994
+  _globals['_TENSORSIGNATURE']._serialized_start=1996
+  _globals['_TENSORSIGNATURE']._serialized_end=2057
+  _globals['_MODELINFO']._serialized_start=2060
+  _globals['_MODELINFO']._serialized_end=2261
+  _globals['_SERVERINFOREPLY']._serialized_start=2264
+  _globals['_SERVERINFOREPLY']._serialized_end=2685
+  _globals['_SERVERINFOREPLY_MODELERRORSENTRY']._serialized_start=2583
+  _globals['_SERVERINFOREPLY_MODELERRORSENTRY']._serialized_end=2633
+  _globals['_SERVERINFOREPLY_STATEERRORSENTRY']._serialized_start=2635
+  _globals['_SERVERINFOREPLY_STATEERRORSENTRY']._serialized_end=2685
+  _globals['_RELOADMODELSREQUEST']._serialized_start=2687
+  _globals['_RELOADMODELSREQUEST']._serialized_end=2708
+  _globals['_POOLSCORER']._serialized_start=2868
+  _globals['_POOLSCORER']._serialized_end=3508
 # @@protoc_insertion_point(module_scope)

@@ -110,18 +110,20 @@ class ScoreRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., ids: _Optional[_Union[Tensor, _Mapping]] = ..., keys: _Optional[_Iterable[str]] = ..., logits: _Optional[_Union[Tensor, _Mapping]] = ..., embedding: _Optional[_Union[Tensor, _Mapping]] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., inputs: _Optional[_Union[Tensor, _Mapping]] = ..., labeled: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ScoreAck(_message.Message):
-    __slots__ = ("session_id", "seq", "items", "acked_seq", "replayed")
+    __slots__ = ("session_id", "seq", "items", "acked_seq", "replayed", "durable_seq")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_SEQ_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     seq: int
     items: int
     acked_seq: int
     replayed: bool
-    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., items: _Optional[int] = ..., acked_seq: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    durable_seq: int
+    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., items: _Optional[int] = ..., acked_seq: _Optional[int] = ..., replayed: _Optional[bool] = ..., durable_seq: _Optional[int] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("strategy", "k", "session_id", "model")
@@ -142,20 +144,22 @@ class SessionRef(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "strategy", "k", "next_seq", "items", "model")
+    __slots__ = ("session_id", "strategy", "k", "next_seq", "items", "model", "durable_seq")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_SEQ_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     strategy: StrategySpec
     k: int
     next_seq: int
     items: int
     model: ModelSpec
-    def __init__(self, session_id: _Optional[str] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., next_seq: _Optional[int] = ..., items: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+    durable_seq: int
+    def __init__(self, session_id: _Optional[str] = ..., strategy: _Optional[_Union[StrategySpec, _Mapping]] = ..., k: _Optional[int] = ..., next_seq: _Optional[int] = ..., items: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., durable_seq: _Optional[int] = ...) -> None: ...
 
 class TopK(_message.Message):
     __slots__ = ("ids", "scores", "keys", "items")
@@ -212,18 +216,20 @@ class StrategyInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[str] = ..., summary: _Optional[str] = ..., needs_embedding: _Optional[bool] = ..., entropic: _Optional[bool] = ..., set_level: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_k", "max_sessions", "session_memory_bytes", "session_memory_free_bytes")
+    __slots__ = ("max_message_bytes", "max_k", "max_sessions", "session_memory_bytes", "session_memory_free_bytes", "checkpoint_batches")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_K_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     SESSION_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     SESSION_MEMORY_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_BATCHES_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_k: int
     max_sessions: int
     session_memory_bytes: int
     session_memory_free_bytes: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_k: _Optional[int] = ..., max_sessions: _Optional[int] = ..., session_memory_bytes: _Optional[int] = ..., session_memory_free_bytes: _Optional[int] = ...) -> None: ...
+    checkpoint_batches: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_k: _Optional[int] = ..., max_sessions: _Optional[int] = ..., session_memory_bytes: _Optional[int] = ..., session_memory_free_bytes: _Optional[int] = ..., checkpoint_batches: _Optional[int] = ...) -> None: ...
 
 class TensorSignature(_message.Message):
     __slots__ = ("name", "dtype", "shape")
@@ -256,8 +262,15 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., platform: _Optional[str] = ..., input: _Optional[_Union[TensorSignature, _Mapping]] = ..., logits_output: _Optional[str] = ..., embedding_output: _Optional[str] = ..., default_strategy: _Optional[str] = ..., mc_dropout: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ServerInfoReply(_message.Message):
-    __slots__ = ("version", "device", "strategies", "limits", "models", "model_errors")
+    __slots__ = ("version", "device", "strategies", "limits", "models", "model_errors", "state_errors")
     class ModelErrorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class StateErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -270,13 +283,15 @@ class ServerInfoReply(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    STATE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     version: str
     device: str
     strategies: _containers.RepeatedCompositeFieldContainer[StrategyInfo]
     limits: Limits
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     model_errors: _containers.ScalarMap[str, str]
-    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., strategies: _Optional[_Iterable[_Union[StrategyInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., model_errors: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    state_errors: _containers.ScalarMap[str, str]
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., strategies: _Optional[_Iterable[_Union[StrategyInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., model_errors: _Optional[_Mapping[str, str]] = ..., state_errors: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ReloadModelsRequest(_message.Message):
     __slots__ = ()

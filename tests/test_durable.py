@@ -1,0 +1,290 @@
+"""Durable sessions (--state-dir): what was acked durable survives a stop, a SIGKILL and a torn
+file is refused by name; a resumed session ends exactly where an uninterrupted one does."""
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reference as ref
+from poolscore.client import Batch, Client, DataLoss, NotFound, SequenceGap, Unavailable
+from poolscore.server.app import build_server
+from poolscore.server.config import ServeConfig
+from poolscore.server.sessions import codec
+
+# (strategy, options, what the batches carry): one of each kind of session state
+KINDS = {
+    "entropy": ("entropy", {}, "ids"),
+    "entropy-keyed": ("entropy", {}, "keys"),
+    "class_balanced": ("class_balanced", {"pre_score": "margin"}, "ids"),
+    "stochastic": ("stochastic", {"pre_score": "entropy", "beta": 2.0, "seed": 3}, "ids"),
+    "softrank": ("stochastic", {"sampling": "softrank", "pre_score": "entropy", "beta": 1.5, "seed": 4}, "ids"),
+    "coreset": ("coreset", {"candidates": 300}, "embedding"),
+    "badge": ("badge", {"candidates": 200, "seed": 5}, "embedding"),
+    "expected_error_reduction": ("expected_error_reduction", {"candidates": 120, "reference": 80}, "embedding"),
+}
+
+
+def serve(tmp: Path, **config) -> object:
+    return build_server(ServeConfig(port=0, metrics_port=-1, compile="off", warm="", state_dir=str(tmp),
+                                    **config)).start()
+
+
+def batches_for(carry: str, rng: np.random.Generator, n: int = 3000, per: int = 250) -> list[Batch]:
+    z = rng.normal(size=(n, 5)).astype(np.float32)
+    emb = rng.normal(size=(n, 8)).astype(np.float32)
+    out = []
+    for i in range(0, n, per):
+        rows = slice(i, i + per)
+        if carry == "keys":
+            out.append(Batch(z[rows], keys=[f"item-{j:05d}" for j in range(i, min(n, i + per))]))
+        else:
+            out.append(Batch(z[rows], np.arange(i, min(n, i + per)), emb[rows] if carry == "embedding" else None))
+    return out
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_kind_of_session_goes_on_after_a_restart_as_if_it_never_stopped(tmp_path: Path, kind: str,
+                                                                             rng: np.random.Generator) -> None:
+    strategy, options, carry = KINDS[kind]
+    batches = batches_for(carry, rng)
+    labeled = rng.normal(size=(4, 8)).astype(np.float32) if strategy == "coreset" else None  # its seeds, kept too
+
+    def begin(c: Client, sid: str) -> None:
+        c.session(strategy, k=12, session_id=sid, **options)
+        if labeled is not None:
+            c.add_labeled(sid, labeled)
+
+    clean = serve(tmp_path / "clean")
+    with Client(clean.target) as c:
+        begin(c, "whole")
+        c.stream("whole", batches)
+        want = c.top_k("whole")
+    clean.stop()
+    first = serve(tmp_path / "state")
+    with Client(first.target) as c:
+        begin(c, "s")
+        c.stream("s", batches[:5])
+        stopped_at = c.get_session("s").next_seq
+    first.stop()  # a clean stop writes every committed batch
+    again = serve(tmp_path / "state")
+    with Client(again.target) as c:
+        assert (info := c.get_session("s")).next_seq == stopped_at and info.durable_seq == stopped_at
+        c.stream("s", batches[5:])  # a new client asks the server where to go on
+        got = c.top_k("s")
+    again.stop()
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_array_equal(got.scores, want.scores)  # bit for bit
+    assert got.keys == want.keys and got.items == want.items == 3000
+
+
+def test_acks_report_what_is_durable_and_every_batch_gets_there(tmp_path: Path, rng: np.random.Generator) -> None:
+    app = serve(tmp_path, checkpoint_batches=4, checkpoint_s=0.2)
+    with Client(app.target) as c:
+        assert c.info().limits.checkpoint_batches == 4
+        acks = []
+        sid = c.create_session("margin", k=5)
+        for b in batches_for("ids", rng, 2000, 100):
+            acks.append(c.score(sid, b.logits, ids=b.ids))
+        assert all(a.durable_seq <= a.seq + 1 for a in acks)  # never ahead of what is committed
+        assert all(a.seq + 1 - a.durable_seq <= 8 for a in acks)  # 2 × --checkpoint-batches at most behind
+        deadline = time.monotonic() + 30
+        while c.get_session(sid).durable_seq < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling a condition: the writer's timer is 0.2 s
+        assert c.get_session(sid).durable_seq == 20  # the last batches too, once --checkpoint-s passed
+    app.stop()
+
+
+def test_a_torn_or_altered_state_file_is_refused_by_name_and_never_loaded(tmp_path: Path, rng: np.random.Generator) -> None:
+    app = serve(tmp_path)
+    with Client(app.target) as c:
+        for sid in ("torn", "altered", "fine"):
+            c.session("entropy", k=5, session_id=sid).stream(batches_for("ids", rng, 500, 100))
+    app.stop()
+    files = {p.name: p for p in tmp_path.glob("*.session")}
+    assert len(files) == 3
+    name = lambda sid: tmp_path / _name(sid)  # noqa: E731
+    torn, altered = name("torn"), name("altered")
+    torn.write_bytes(torn.read_bytes()[:-100])  # a write cut short by a failing disk
+    data = bytearray(altered.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit flipped
+    altered.write_bytes(bytes(data))
+    (tmp_path / (_name("fine") + ".partial")).write_bytes(b"half a checkpoint")  # a crash mid-write
+    app = serve(tmp_path)
+    with Client(app.target) as c:
+        errors = dict(c.info().state_errors)
+        print(f"\nrefused at start: {errors}")
+        assert set(errors) == {str(torn), str(altered)}
+        assert all("checksum mismatch" in why for why in errors.values())
+        with pytest.raises(DataLoss, match=re.escape(str(torn))):
+            c.get_session("torn")
+        with pytest.raises(DataLoss, match=re.escape(str(altered))):
+            c.create_session("entropy", k=5, session_id="altered")  # never written over silently
+        assert c.get_session("fine").next_seq == 5  # the good one loaded; the partial write was removed
+        assert not list(tmp_path.glob("*.partial"))
+        c.delete_session("torn")  # deleting it on purpose frees the id
+        assert not torn.exists()
+        with pytest.raises(NotFound):
+            c.get_session("torn")
+        assert c.session("entropy", k=5, session_id="torn").info().next_seq == 0
+    app.stop()
+
+
+def test_a_restored_session_still_belongs_to_its_principal(tmp_path: Path, rng: np.random.Generator) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("team-a tok-a\nteam-b tok-b\n")
+    app = serve(tmp_path / "state", tokens_file=str(tokens))
+    with Client(app.target, token="tok-a") as a:
+        a.session("entropy", k=5, session_id="nightly").stream(batches_for("ids", rng, 500, 100))
+    app.stop()
+    app = serve(tmp_path / "state", tokens_file=str(tokens))
+    with Client(app.target, token="tok-a") as a, Client(app.target, token="tok-b") as b:
+        assert a.get_session("nightly").items == 500
+        with pytest.raises(NotFound):
+            b.get_session("nightly")
+        with pytest.raises(NotFound):
+            b.delete_session("nightly")
+        assert a.top_k("nightly").items == 500
+    app.stop()
+
+
+def test_a_state_dir_that_fails_holds_the_stream_back_then_says_unavailable(tmp_path: Path, rng: np.random.Generator) -> None:
+    state = tmp_path / "state"
+    app = serve(state, checkpoint_batches=2, checkpoint_s=0.05, checkpoint_stall_s=0.5)
+    with Client(app.target, retry_s=0) as c:
+        sid = c.create_session("entropy", k=5)
+        shutil.rmtree(state)
+        state.write_text("not a directory any more")  # every write fails from now on
+        with pytest.raises(Unavailable, match="ahead of its last checkpoint.*NotADirectoryError"):
+            c.stream(sid, batches_for("ids", rng, 2000, 100))
+        assert c.get_session(sid).next_seq == 4  # held back at 2 × --checkpoint-batches; nothing half-done
+    app.stop()
+
+
+def test_a_resumed_stream_skips_what_the_server_holds_and_refuses_another_writer(tmp_path: Path, rng) -> None:
+    app = serve(tmp_path)
+    batches = batches_for("ids", rng, 1000, 100)
+    with Client(app.target) as c, Client(app.target) as other:
+        sid = c.create_session("entropy", k=5)
+        c.stream(sid, batches[:3])
+        other.stream(sid, batches[3:5])  # a second writer moves the session on
+        with pytest.raises(SequenceGap):
+            c.stream(sid, batches[3:5])  # this client's next seq was 3: the server says 5
+    app.stop()
+
+
+# --- SIGKILL, three times, mid-pool ----------------------------------------------------------------
+
+ROWS, CLASSES, PER_BATCH = 1_000_000, 10, 20_000
+
+
+def test_sigkill_three_times_mid_pool_and_the_top_k_is_a_clean_runs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2026)
+    z = rng.normal(size=(ROWS, CLASSES)).astype(np.float32)
+    port = _free_port()
+    server = _Server(tmp_path, port)
+    kills, sent = [], [0]
+    points = sorted(rng.uniform(0.05, 0.95, size=3) * ROWS)  # where the server dies, in rows handed over
+
+    def killer() -> None:
+        for point in points:
+            while sent[0] < point:
+                time.sleep(0.005)  # polling the client's progress, not waiting for readiness
+            kills.append(sent[0])
+            server.kill_and_restart()
+
+    def pool():
+        for i in range(0, ROWS, PER_BATCH):
+            yield np.arange(i, i + PER_BATCH), z[i:i + PER_BATCH]
+
+    def progress(rows: int) -> None:
+        sent[0] += rows
+
+    start = time.monotonic()
+    try:
+        with Client(f"127.0.0.1:{port}", retry_s=120) as c:
+            c.wait_ready(timeout=120)
+            sid = c.create_session("entropy", k=1000, session_id="billion")
+            thread = threading.Thread(target=killer, daemon=True)
+            thread.start()
+            ack = c.stream(sid, pool(), progress=progress)
+            thread.join(timeout=120)
+            got = c.top_k(sid)
+            clean = c.score_pool(z, "entropy", k=1000)  # the same server, never interrupted
+        elapsed = time.monotonic() - start
+    finally:
+        server.stop()
+    print(f"\nSIGKILL at rows {[int(k) for k in kills]} of {ROWS:,}; "
+          f"{server.starts} starts; {elapsed:.1f} s in all; final ack seq {ack.seq}, items {ack.items:,}")
+    assert len(kills) == 3 and server.starts == 4
+    assert ack.items == got.items == ROWS  # no batch lost, none counted twice
+    np.testing.assert_array_equal(got.ids, clean.ids)
+    np.testing.assert_array_equal(got.scores, clean.scores)
+    want = np.lexsort((np.arange(ROWS), -ref.entropy(ref.probs(z))))[:1000]
+    assert len(np.intersect1d(got.ids, want)) >= 995  # float32 kernels against float64 NumPy: ties at the edge
+
+
+class _Server:
+    """`poolscore serve --state-dir` as its own process, on a fixed port, killed and started again."""
+
+    def __init__(self, state: Path, port: int) -> None:
+        self.state, self.port, self.starts = state, port, 0
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        self.starts += 1
+        proc = subprocess.Popen([sys.executable, "-m", "poolscore.client.cli", "serve", "--port", str(self.port),
+                                 "--metrics-port", "-1", "--compile", "off", "--warm", "", "--state-dir", str(self.state),
+                                 "--checkpoint-batches", "4"], stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            if "listening on" in line:
+                break
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        return proc
+
+    def kill_and_restart(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = self._start()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _name(session_id: str, owner: str = "") -> str:
+    from poolscore.server.sessions.checkpoints import Checkpoints
+
+    return Checkpoints.name(owner, session_id)
+
+
+def test_the_file_format_refuses_what_is_not_a_whole_file() -> None:
+    import io
+
+    out = io.BytesIO()
+    codec.write(out, {"owner": "", "id": "x"}, {"a": np.arange(5), "b": np.ones((2, 3), np.float32)})
+    data = out.getvalue()
+    header, arrays = codec.read(data)
+    assert header == {"owner": "", "id": "x"} and arrays["a"].tolist() == list(range(5))
+    for bad, why in ((data[:10], "truncated|bad magic"), (b"PK" + data[2:], "bad magic"),
+                     (data[:-1] + bytes([data[-1] ^ 1]), "checksum mismatch")):
+        with pytest.raises(codec.Corrupt, match=why):
+            codec.read(bad)
