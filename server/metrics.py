@@ -26,7 +26,7 @@ class Metrics:
         self.checkpoint_seconds = Histogram("poolscore_checkpoint_duration_seconds",
                                             "Time to write one session's checkpoint (--state-dir), fsyncs included.",
                                             buckets=_LATENCY, registry=registry)
-        self.checkpoint_bytes = Counter("poolscore_checkpoint_written_bytes", "Bytes of session checkpoints written.",
+        self.checkpoint_bytes = Counter("poolscore_checkpoint_bytes", "Bytes of session checkpoints written.",
                                         registry=registry)
 
     def checkpointed(self, nbytes: int, seconds: float) -> None:

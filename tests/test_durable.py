@@ -288,3 +288,45 @@ def test_the_file_format_refuses_what_is_not_a_whole_file() -> None:
                      (data[:-1] + bytes([data[-1] ^ 1]), "checksum mismatch")):
         with pytest.raises(codec.Corrupt, match=why):
             codec.read(bad)
+
+
+def test_a_candidate_set_checkpoint_writes_only_the_rows_that_entered(tmp_path: Path, rng: np.random.Generator) -> None:
+    app = serve(tmp_path, checkpoint_batches=1)
+    written = app.scorer.metrics.checkpoint_bytes
+    emb = rng.normal(size=(6000, 64)).astype(np.float32)
+    batches = [Batch(np.zeros((500, 2), np.float32), np.arange(i, i + 500), emb[i:i + 500]) for i in range(0, 6000, 500)]
+    with Client(app.target) as c:
+        sid = c.create_session("coreset", k=10, candidates=1000)
+        sizes = []
+        for b in batches:
+            before = written._value.get()
+            c.score(sid, b.logits, ids=b.ids, embedding=b.embedding)
+            deadline = time.monotonic() + 30
+            while c.get_session(sid).durable_seq < len(sizes) + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling the writer, one checkpoint per batch
+            sizes.append(written._value.get() - before)
+        want = c.top_k(sid)
+    app.stop()
+    whole = 1000 * 64 * 4  # the held set's rows
+    print(f"\nbytes per checkpoint: {[int(s) for s in sizes]} (the set's rows: {whole})")
+    assert sizes[0] > 500 * 64 * 4  # the first batch's 500 rows all entered
+    assert np.median(sizes[4:]) < 0.3 * whole  # later ones: the rows that beat the held set, and the index
+    chunks = sorted(tmp_path.glob("*.rows"))
+    assert chunks and all(p.name.startswith(_name(sid).removesuffix(".session")) for p in chunks)
+    stray = tmp_path / (_name(sid).removesuffix(".session") + ".999.rows")
+    stray.write_bytes(b"from a checkpoint that never finished")
+    app = serve(tmp_path)
+    with Client(app.target) as c:
+        got = c.top_k(sid)
+    app.stop()
+    assert not stray.exists()  # no index named it
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    chunks[0].unlink()  # a chunk lost under a durable index: refused by name, never half-loaded
+    app = serve(tmp_path)
+    with Client(app.target) as c:
+        with pytest.raises(DataLoss, match=f"rows file {re.escape(chunks[0].name)} is missing"):
+            c.top_k(sid)
+        c.delete_session(sid)
+        assert not list(tmp_path.iterdir())  # its index and every chunk gone with it
+    app.stop()

@@ -6,15 +6,18 @@ SHA-256 of everything before it. So a torn, truncated or altered file is refused
 wrong, and nothing is unpickled: a state directory never runs code.
 
 Restoring gives back the same value, not an approximation: every array bit for bit, so the
-session goes on as if it had never stopped (same merges, same ties, same picks). A candidate
-set is saved compacted (its held rows only), which changes where rows are stored, never which."""
+session goes on as if it had never stopped (same merges, same ties, same picks).
+
+A candidate set's rows live in append-only chunks that never change once made; the state names
+each chunk (`ChunkName`: a reference the checkpointer chooses) and the checkpointer writes a
+chunk once, so a checkpoint writes only the rows that entered since the last one, not the set."""
 from __future__ import annotations
 
 import hashlib
 import json
 import struct
 from dataclasses import replace
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
@@ -30,6 +33,10 @@ _DIGEST = 32  # SHA-256
 
 class Corrupt(ValueError):
     """The bytes are not a whole, unaltered session file: says what is wrong with them."""
+
+
+ChunkName = Callable[[Mapping[str, np.ndarray]], str]  # a candidate set's chunk → where it is on disk
+ChunkRead = Callable[[str], Mapping[str, np.ndarray]]  # and back
 
 
 # --- bytes ------------------------------------------------------------------------------------------
@@ -83,14 +90,14 @@ def _array(data: bytes, start: int, end: int, dtype: str, shape: list[int], offs
 
 # --- state → parts ------------------------------------------------------------------------------------
 
-def state_parts(state) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """A sessions.State as (header fields, arrays)."""
+def state_parts(state, chunk_name: ChunkName) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A sessions.State as (header fields, arrays); a candidate set's chunks are named, not included."""
     header = {"next_seq": state.next_seq, "items": state.items, "keyed": state.keyed,
               "width": None if state.width is None else list(state.width)}
     arrays = {"digests": state.digests}
     if state.keys:
         arrays.update(_keys_parts(state.keys))
-    kind, top_header, top_arrays = _top_parts(state.top)
+    kind, top_header, top_arrays = _top_parts(state.top, chunk_name)
     header["top"] = {"kind": kind, **top_header}
     arrays.update({f"top.{name}": a for name, a in top_arrays.items()})
     return header, arrays
@@ -103,16 +110,18 @@ def _keys_parts(keys: Mapping[int, str]) -> dict[str, np.ndarray]:
             "keys.text": np.frombuffer(b"".join(encoded), np.uint8)}
 
 
-def _top_parts(top) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+def _top_parts(top, chunk_name: ChunkName) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
     if isinstance(top, BalancedTopK):
         return "balanced", {"classes": top.classes}, {
             "scores": top.held_scores, "ids": top.held_ids_, "classes": top.held_classes}
     if isinstance(top, CandidatePool):
         w = top.widths
         header = {"widths": None if w is None else [w.embedding, w.classes, w.samples]}
-        arrays = dict(_candidates_parts("candidates", top.candidates))
-        if top.reference is not None:
-            arrays.update(_candidates_parts("reference", top.reference))
+        arrays = {}
+        for prefix, cands in (("candidates", top.candidates), ("reference", top.reference)):
+            if cands is not None:
+                header[prefix] = {"chunks": [chunk_name(c) for c in cands.chunks], "stored": cands.stored}
+                arrays.update({f"{prefix}.{name}": getattr(cands, name) for name in ("scores", "ids", "chunk", "row")})
         if top.labeled is not None:
             arrays["labeled"] = top.labeled
         return "pool", header, arrays
@@ -121,25 +130,17 @@ def _top_parts(top) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
                         for name in ("best_scores", "best_ids", "pending_scores", "pending_ids")}
 
 
-def _candidates_parts(prefix: str, cands: Candidates) -> Iterator[tuple[str, np.ndarray]]:
-    scores, ids = cands.scores, cands.ids
-    yield f"{prefix}.scores", scores
-    yield f"{prefix}.ids", ids
-    for name, rows in cands._gather(np.arange(len(ids))).items():  # the held rows only, in held order
-        yield f"{prefix}.rows.{name}", rows
-
-
 def _host(a) -> np.ndarray:
     return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()
 
 
 # --- parts → state ------------------------------------------------------------------------------------
 
-def restored_state(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], empty) -> Any:
+def restored_state(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], empty, read_chunk: ChunkRead) -> Any:
     """The State saved as (header, arrays), built on `empty`: the session's first state (whose
     top-K says where its arrays live). Raises Corrupt when the parts do not fit the session."""
     try:
-        top = _top_restored(header["top"], arrays, empty.top)
+        top = _top_restored(header["top"], arrays, empty.top, read_chunk)
         keys = {}
         if "keys.ids" in arrays:
             text, ends = arrays["keys.text"].tobytes(), arrays["keys.ends"]
@@ -157,7 +158,7 @@ def restored_state(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], 
         raise Corrupt(f"does not fit its session: {err}") from None
 
 
-def _top_restored(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], empty):
+def _top_restored(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], empty, read_chunk: ChunkRead):
     part = {name[4:]: a for name, a in arrays.items() if name.startswith("top.")}
     kind = header["kind"]
     if kind == "balanced" and isinstance(empty, BalancedTopK):
@@ -165,8 +166,9 @@ def _top_restored(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], e
                        held_ids_=part["ids"].copy(), held_classes=part["classes"].copy())
     if kind == "pool" and isinstance(empty, CandidatePool):
         w = header["widths"]
-        return replace(empty, candidates=_candidates_restored("candidates", part, empty.candidates.m),
-                       reference=None if empty.reference is None else _candidates_restored("reference", part, empty.reference.m),
+        restored = lambda prefix, m: _candidates_restored(header[prefix], prefix, part, m, read_chunk)  # noqa: E731
+        return replace(empty, candidates=restored("candidates", empty.candidates.m),
+                       reference=None if empty.reference is None else restored("reference", empty.reference.m),
                        labeled=part["labeled"].copy() if "labeled" in part else None,
                        widths=None if w is None else Widths(*w))
     if kind == "topk" and not isinstance(empty, (BalancedTopK, CandidatePool)):
@@ -177,16 +179,20 @@ def _top_restored(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], e
     raise ValueError(f"a {kind} top-K, but the session's strategy keeps a {type(empty).__name__}")
 
 
-def _candidates_restored(prefix: str, part: Mapping[str, np.ndarray], m: int) -> Candidates:
-    scores, ids = part[f"{prefix}.scores"].copy(), part[f"{prefix}.ids"].copy()
-    if len(ids) > m:
-        raise ValueError(f"{len(ids)} {prefix} held, over the session's {m}")
-    lead = f"{prefix}.rows."
-    rows = {name[len(lead):]: a.copy() for name, a in part.items() if name.startswith(lead)}
-    n = len(ids)
-    if not n:
-        return Candidates(m)
-    return Candidates(m, scores, ids, np.zeros(n, np.int64), np.arange(n, dtype=np.int64), (rows,), n)
+def _candidates_restored(header: Mapping[str, Any], prefix: str, part: Mapping[str, np.ndarray], m: int,
+                         read_chunk: ChunkRead) -> Candidates:
+    scores, ids, chunk, row = (part[f"{prefix}.{name}"].copy() for name in ("scores", "ids", "chunk", "row"))
+    chunks = tuple(dict(read_chunk(name)) for name in header["chunks"])
+    if len(ids) > m or not len(scores) == len(ids) == len(chunk) == len(row):
+        raise ValueError(f"{len(ids)} {prefix} held for at most {m}, with {len(scores)} scores")
+    if len(ids) and (chunk.min() < 0 or chunk.max() >= len(chunks)
+                     or any(row[chunk == c].max(initial=-1) >= _rows_in(chunks[c]) for c in np.unique(chunk))):
+        raise ValueError(f"the {prefix} point past their chunks")
+    return Candidates(m, scores, ids, chunk, row, chunks, int(header["stored"]))
+
+
+def _rows_in(chunk: Mapping[str, np.ndarray]) -> int:
+    return min((len(a) for a in chunk.values()), default=2**62)  # a chunk of no columns holds any row
 
 
 def _like(a: np.ndarray, template: Any) -> Any:
