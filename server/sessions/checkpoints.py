@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -33,13 +32,12 @@ import numpy as np
 
 from poolscore.server.errors import NotDurable, PoolscoreError, SessionCorrupt, SessionUnrestorable
 from poolscore.server.sessions import codec
+from poolscore.server.sessions.files import PARTIAL, ROWS, ChunkFiles, atomic_write, named_in, sync_dir
 from poolscore.server.sessions.session import Session
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".session"
-ROWS = ".rows"  # a candidate set's chunk: <session stem>.<serial>.rows
-PARTIAL = ".partial"  # a write cut short by a crash: never the durable copy, removed at start
 
 Revive = Callable[[Mapping[str, Any]], Session]  # a saved header → the session it describes, with its first state
 Describe = Callable[[Session], Mapping[str, Any]]  # a session → what Revive needs (its spec and model, on the wire)
@@ -70,7 +68,7 @@ class Checkpoints:
         self._io = threading.Lock()  # guards the files: a write never resurrects a removed session
         self._cond = threading.Condition()  # guards _dirty; the writer waits on it
         self._dirty: dict[int, tuple[Session, float]] = {}  # id(session) → (session, first undurable commit)
-        self._chunks: dict[str, _ChunkFiles] = {}  # session stem → its chunks on disk (guarded by _io)
+        self._chunks: dict[str, ChunkFiles] = {}  # session stem → its chunks on disk (guarded by _io)
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="poolscore-checkpoints", daemon=True)
         self._writer.start()
@@ -124,7 +122,7 @@ class Checkpoints:
                 found = False
             for chunk in self.root.glob(f"{stem}.*{ROWS}"):  # after the index: never an index without its rows
                 chunk.unlink(missing_ok=True)
-            _sync_dir(self.root)
+            sync_dir(self.root)
             return found
 
     def problem(self, owner: str, session_id: str) -> PoolscoreError | None:
@@ -192,7 +190,7 @@ class Checkpoints:
             stem, read, segments = path.name.removesuffix(SUFFIX), [], {}
             session.state = codec.restored_state(header["state"], arrays, session.state,
                                                  lambda ref: self._read_chunk(stem, ref, read, segments))
-            self._chunks[stem] = _ChunkFiles.loaded(stem, read, session.state.top)
+            self._chunks[stem] = ChunkFiles.loaded(stem, read, session.state.top)
         except (PoolscoreError, OSError) as err:  # whole, but not restorable on this server as it is now
             raise _NotLoaded(SessionUnrestorable, str(err)) from None
         except Exception as err:  # noqa: BLE001 - a checksummed file that does not parse: refused, named, kept
@@ -266,19 +264,19 @@ class Checkpoints:
         with self._io:
             if session.closed or state.next_seq < session.durable_seq:
                 return  # deleted meanwhile (its file stays gone), or a newer state is on disk already
-            chunks = self._chunks.setdefault(name.removesuffix(SUFFIX), _ChunkFiles(name.removesuffix(SUFFIX)))
+            chunks = self._chunks.setdefault(name.removesuffix(SUFFIX), ChunkFiles(name.removesuffix(SUFFIX)))
             fields, arrays = codec.state_parts(state, chunks.name)
             header = {"owner": session.owner, "id": session.id, **self.describe(session), "state": fields}
             try:
                 nbytes = 0
                 if chunks.new:
-                    nbytes += _atomic_write(self.root / chunks.segment, *chunks.segment_parts(), sync=False)
-                    _sync_dir(self.root)  # the rows are durable before any index names them
-                nbytes += _atomic_write(self.root / name, header, arrays)
+                    nbytes += atomic_write(self.root / chunks.segment, *chunks.segment_parts(), sync=False)
+                    sync_dir(self.root)  # the rows are durable before any index names them
+                nbytes += atomic_write(self.root / name, header, arrays)
             except BaseException:
                 chunks.abandon()
                 raise
-            for file in chunks.written(_named(fields)):  # in no durable index now
+            for file in chunks.written(named_in(fields)):  # in no durable index now
                 (self.root / file).unlink(missing_ok=True)
             if state.next_seq > session.durable_seq:
                 session.durable_seq = state.next_seq
@@ -289,87 +287,6 @@ class Checkpoints:
         return hashlib.sha256(f"{owner}\0{session_id}".encode()).hexdigest()[:40] + SUFFIX
 
 
-class _ChunkFiles:
-    """One session's candidate-set chunks on disk. The chunks new at a checkpoint go into one
-    segment file (one fsync, however many batches made them); a chunk is referred to as
-    "<segment>#<i>", and a segment is removed once no durable index refers to any of its chunks.
-    A chunk is held here, not only its id, so that its id stays its own while it is on disk."""
-
-    def __init__(self, stem: str, serial: int = 0) -> None:
-        self.stem, self.serial = stem, serial
-        self.on_disk: dict[int, tuple[Mapping, str]] = {}  # id(chunk) → (chunk, reference)
-        self.new: list[Mapping] = []  # named by the checkpoint being written, not yet on disk
-
-    @classmethod
-    def loaded(cls, stem: str, refs: list[str], top) -> "_ChunkFiles":
-        """The chunks a restored state holds, read from `refs` in the order the codec read them."""
-        files = cls(stem, max((int(r.split(".")[1]) for r in refs), default=0))
-        chunks = [c for cands in (getattr(top, "candidates", None), getattr(top, "reference", None)) if cands is not None
-                  for c in cands.chunks]
-        files.on_disk = {id(c): (c, r) for c, r in zip(chunks, refs)}
-        return files
-
-    @property
-    def segment(self) -> str:
-        return f"{self.stem}.{self.serial}{ROWS}"
-
-    def name(self, chunk: Mapping) -> str:
-        found = self.on_disk.get(id(chunk))
-        if found is not None:
-            return found[1]
-        if not self.new:
-            self.serial += 1  # this checkpoint's segment
-        ref = f"{self.segment}#{len(self.new)}"
-        self.on_disk[id(chunk)] = (chunk, ref)
-        self.new.append(chunk)
-        return ref
-
-    def segment_parts(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """This checkpoint's new chunks as one file's (header, arrays)."""
-        header = {"segment": self.segment, "columns": [list(c) for c in self.new]}
-        return header, {f"{i}.{col}": a for i, c in enumerate(self.new) for col, a in c.items()}
-
-    def abandon(self) -> None:
-        """The checkpoint failed: its new chunks are not on disk after all."""
-        new = {id(c) for c in self.new}
-        self.on_disk = {k: v for k, v in self.on_disk.items() if k not in new}
-        self.new = []
-
-    def written(self, refs: set[str]) -> list[str]:
-        """The checkpoint is durable and refers to `refs`: the segments it no longer needs."""
-        before = {ref.partition("#")[0] for _, ref in self.on_disk.values()}
-        self.on_disk = {k: v for k, v in self.on_disk.items() if v[1] in refs}
-        self.new = []
-        return sorted(before - {ref.partition("#")[0] for _, ref in self.on_disk.values()})
-
-
-def _named(fields: Mapping[str, Any]) -> set[str]:
-    top = fields["top"]
-    return {ref for part in ("candidates", "reference") if part in top for ref in top[part]["chunks"]}
-
-
 class _NotLoaded(Exception):
     def __init__(self, kind: type, reason: str) -> None:
         self.kind, self.reason = kind, reason
-
-
-def _atomic_write(path: Path, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], sync: bool = True) -> int:
-    partial = path.with_name(path.name + PARTIAL)
-    with open(partial, "wb") as out:
-        nbytes = codec.write(out, header, arrays)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, path)
-    if sync:
-        _sync_dir(path.parent)
-    return nbytes
-
-
-def _sync_dir(root: Path) -> None:
-    """The rename (or unlink) itself made durable."""
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
