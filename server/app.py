@@ -26,7 +26,7 @@ from poolscore.server.sessions.checkpoints import Checkpoints
 from poolscore.server.sessions.store import SessionStore
 from poolscore.server.strategies import STRATEGIES
 from poolscore.server.transport import handlers, messages as msg
-from poolscore.server.transport.auth import Principals, TokenAuth
+from poolscore.server.transport.auth import PeerLimiter, Principals, TokenAuth
 from poolscore.server.transport.oip import InferenceServicer
 from poolscore.server.transport.poolscorer import PoolScorer, version
 
@@ -45,6 +45,8 @@ class App:
     _metrics_http: WSGIServer | None = None  # the HTTP server prometheus_client started
     principals: Principals | None = None  # re-read on SIGHUP (cli.py)
     scorer: PoolScorer | None = None
+    health_server: grpc.Server | None = None  # --health-port: plaintext, grpc.health.v1 only
+    health_port: int | None = None
 
     @property
     def target(self) -> str:
@@ -53,6 +55,8 @@ class App:
     def start(self) -> "App":
         gc.freeze()  # what start-up made (torch, models, kernels) is never collected: gen-2 passes stay short
         self.server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
         return self
@@ -70,6 +74,8 @@ class App:
     def stop(self, grace: float | None = None) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.health_server is not None:
+            self.health_server.stop(None)
         if self.scorer is not None and self.scorer.sessions.checkpoints is not None:
             self.scorer.sessions.checkpoints.close()  # every committed batch on disk before exit
         if self._metrics_http is not None:
@@ -80,7 +86,9 @@ class App:
 def build_server(config: ServeConfig) -> App:
     """A ready-to-start server bound to config.host:config.port (0: a free port)."""
     credentials = _tls(config)  # a bad TLS setting fails before anything starts
-    principals = Principals(config.token, config.tokens_file)  # and so does a bad tokens file
+    principals = Principals(config.token, config.tokens_file, config.cert_principals)  # and so does a bad tokens file
+    if config.cert_principals and not config.tls_client_ca:
+        raise ValueError("--cert-principals needs --tls-client-ca: without client certificates there is no subject")
     keep_freed_memory(4 * config.max_message_bytes)  # a few batches' buffers, reused, not re-faulted
     metrics = Metrics(CollectorRegistry())
     backend = backends.load(config.backend, config.device, compile=config.compile, threads=config.threads,
@@ -92,9 +100,13 @@ def build_server(config: ServeConfig) -> App:
                ("grpc.keepalive_timeout_ms", 20_000),
                ("grpc.keepalive_permit_without_calls", 1),
                ("grpc.http2.min_ping_interval_without_data_ms", 5_000)]  # clients may ping every 5 s
-    denied = lambda: metrics.errors.labels(code=grpc.StatusCode.UNAUTHENTICATED.name).inc()  # noqa: E731
+    def denied(reason: str) -> None:
+        metrics.errors.labels(code=grpc.StatusCode.UNAUTHENTICATED.name).inc()
+        metrics.auth_failures.labels(reason).inc()
+
+    auth = TokenAuth(principals, PeerLimiter(config.auth_failures), denied)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),
-                         options=options, interceptors=[TokenAuth(principals, denied)] if principals.required else [])
+                         options=options, interceptors=[auth] if principals.required else [])
     models = ModelRepository(Path(config.model_repo) if config.model_repo else None, backend)
     pipeline = Pipeline(backend, metrics)
     checkpoints = _checkpoints(config, metrics)
@@ -114,7 +126,21 @@ def build_server(config: ServeConfig) -> App:
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     http, metrics_port = _serve_metrics(config, metrics)
-    return App(server, port, metrics_port, backend, checker, models, http, principals, scorer)
+    health_server, health_port = _health_only(config, checker)
+    return App(server, port, metrics_port, backend, checker, models, http, principals, scorer, health_server, health_port)
+
+
+def _health_only(config: ServeConfig, checker: health.HealthServicer) -> tuple[grpc.Server | None, int | None]:
+    """--health-port: the same health statuses on a plaintext port that serves nothing else,
+    for a kubelet's gRPC probe while the main port is TLS."""
+    if config.health_port < 0:
+        return None, None
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="poolscore-health"))
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    port = server.add_insecure_port(f"{config.host}:{config.health_port}")
+    if port == 0:
+        raise OSError(f"could not bind {config.host}:{config.health_port} (--health-port)")
+    return server, port
 
 
 def _checkpoints(config: ServeConfig, metrics: Metrics) -> Checkpoints | None:

@@ -40,7 +40,12 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_server(config).start()
     metrics = f", metrics on http://{config.host}:{app.metrics_port}/metrics" if app.metrics_port else ""
-    print(f"poolscore listening on {config.host}:{app.port}{metrics}", file=sys.stderr, flush=True)
+    probes = f", plaintext health on {config.host}:{app.health_port}" if app.health_port else ""
+    print(f"poolscore listening on {config.host}:{app.port}{metrics}{probes}", file=sys.stderr, flush=True)
+    if config.state_dir:
+        store = app.scorer.sessions
+        log.info("state dir %s: %d sessions restored, %d files refused (see ServerInfo.state_errors)",
+                 config.state_dir, len(store), len(store.checkpoints.problems))
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())

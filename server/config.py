@@ -40,6 +40,9 @@ class ServeConfig:
     tls_cert: str = ""  # PEM certificate chain: serve TLS (with --tls-key) instead of plaintext
     tls_key: str = ""  # PEM private key of --tls-cert
     tls_client_ca: str = ""  # PEM CA bundle: require client certificates signed by it (mTLS)
+    cert_principals: bool = False  # mTLS: a call with no token is the principal cert:<its certificate's CN>
+    health_port: int = -1  # a plaintext port serving only grpc.health.v1 (kubelet probes of a TLS server); 0: free; -1: off
+    auth_failures: int = 20  # failed authentications a peer may make at once; then one more per second
     log_level: str = "INFO"
 
 

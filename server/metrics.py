@@ -23,6 +23,8 @@ class Metrics:
         self.errors = Counter("poolscore_errors_total", "RPCs that ended in an error, by gRPC code.",
                               ["code"], registry=registry)
         self.compiled = Gauge("poolscore_compiled_kernels", "Kernels compiled and serving.", registry=registry)
+        self.auth_failures = Counter("poolscore_auth_failures", "Calls refused UNAUTHENTICATED, by reason "
+                                     "(bad_token, rate_limited: the peer failed too often).", ["reason"], registry=registry)
         self.checkpoint_seconds = Histogram("poolscore_checkpoint_duration_seconds",
                                             "Time to write one session's checkpoint (--state-dir), fsyncs included.",
                                             buckets=_LATENCY, registry=registry)

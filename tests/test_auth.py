@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 import urllib.request
 from typing import Iterator
 
@@ -20,7 +22,8 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture(scope="module")
 def guarded() -> Iterator:
-    app = build_server(ServeConfig(port=0, metrics_port=0, device="cpu", compile="off", token=TOKEN)).start()
+    app = build_server(ServeConfig(port=0, metrics_port=0, device="cpu", compile="off", token=TOKEN,
+                                   auth_failures=10_000)).start()  # these tests fail on purpose, from one peer
     yield app
     app.stop(grace=None)
 
@@ -80,3 +83,36 @@ def test_the_bearer_scheme_is_case_insensitive_and_any_header_may_carry_it(guard
             with pytest.raises(grpc.RpcError) as err:
                 info(pb.ServerInfoRequest(), metadata=metadata)
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_peer_that_fails_too_often_waits_even_with_the_right_token() -> None:
+    app = build_server(ServeConfig(port=0, metrics_port=0, device="cpu", compile="off", token=TOKEN,
+                                   auth_failures=5)).start()
+    try:
+        with Client(app.target, token="guess", retry_s=0) as bad, Client(app.target, token=TOKEN, retry_s=0) as ok:
+            assert ok.info().version  # before: fine
+            for _ in range(5):
+                with pytest.raises(Unauthenticated, match="no valid token"):
+                    bad.info()
+            with pytest.raises(Unauthenticated, match=r"too many failed authentications from ipv4:127\.0\.0\.1; retry in"):
+                bad.info()
+            with pytest.raises(Unauthenticated, match="too many failed authentications"):
+                ok.info()  # the same peer: a right guess now would not be told apart
+            bad.wait_ready()  # health stays open meanwhile
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # one more try comes back within a second
+                try:
+                    assert ok.info().version
+                    break
+                except Unauthenticated:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError("the peer was never let back in")
+        with urllib.request.urlopen(f"http://127.0.0.1:{app.metrics_port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        counts = {reason: float(re.search(rf'poolscore_auth_failures_total{{reason="{reason}"}} (\S+)', text).group(1))
+                  for reason in ("bad_token", "rate_limited")}
+        print(f"\nrefused: {counts}")
+        assert counts["bad_token"] == 5 and counts["rate_limited"] >= 2
+    finally:
+        app.stop(grace=None)

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
-from poolscore.client import Client, PoolscoreError
+from poolscore.client import Client, NotFound, PoolscoreError
 from poolscore.server.app import build_server
 from poolscore.server.config import ServeConfig
 
@@ -40,14 +41,20 @@ def pki(tmp_path_factory) -> Path:
     make_ca(d, "other-ca")
     make_cert(d, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     make_cert(d, "team-a", "ca", "extendedKeyUsage=clientAuth\n")
+    make_cert(d, "team-b", "ca", "extendedKeyUsage=clientAuth\n")
     make_cert(d, "intruder", "other-ca", "extendedKeyUsage=clientAuth\n")
     return d
 
 
-def serve(pki: Path, mtls: bool):
+def serve(pki: Path, mtls: bool, **config):
     return build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off",
                                     tls_cert=str(pki / "server.pem"), tls_key=str(pki / "server.key"),
-                                    tls_client_ca=str(pki / "ca.pem") if mtls else "")).start()
+                                    tls_client_ca=str(pki / "ca.pem") if mtls else "", **config)).start()
+
+
+def as_team(app, pki: Path, team: str, **kw) -> Client:
+    return Client(app.target, root_certificates=pem(pki, "ca.pem"), private_key=pem(pki, f"{team}.key"),
+                  certificate_chain=pem(pki, f"{team}.pem"), timeout=10, **kw)
 
 
 def pem(pki: Path, name: str) -> bytes:
@@ -97,3 +104,36 @@ def test_mtls_needs_a_client_certificate_from_its_ca(pki):
 def test_tls_flags_go_together(pki):
     with pytest.raises(ValueError, match="--tls-cert and --tls-key go together"):
         build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", tls_cert=str(pki / "server.pem")))
+
+
+def test_a_client_certificate_can_be_the_principal(pki):
+    app = serve(pki, mtls=True, cert_principals=True)
+    try:
+        with as_team(app, pki, "team-a") as a, as_team(app, pki, "team-b") as b:
+            a.session("entropy", k=3, session_id="nightly").score(np.ones((4, 3), np.float32))
+            assert a.get_session("nightly").items == 4
+            with pytest.raises(NotFound):
+                b.get_session("nightly")  # team-b's certificate is another principal
+            b.session("entropy", k=3, session_id="nightly")  # its own namespace
+            assert a.get_session("nightly").items == 4 and b.get_session("nightly").items == 0
+    finally:
+        app.stop(grace=None)
+    with pytest.raises(ValueError, match="--cert-principals needs --tls-client-ca"):
+        serve(pki, mtls=False, cert_principals=True)
+
+
+def test_a_plaintext_health_port_answers_probes_and_nothing_else(pki):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    app = serve(pki, mtls=True, health_port=0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.health_port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING  # a kubelet's probe: no certificate
+            with pytest.raises(grpc.RpcError) as err:
+                channel.unary_unary("/poolscore.v1.PoolScorer/ServerInfo")(b"", timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED  # nothing but health there
+        with as_team(app, pki, "team-a") as a:
+            assert a.info().version  # the TLS port serves as before
+    finally:
+        app.stop(grace=None)

@@ -152,7 +152,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     def _who(self, context: grpc.ServicerContext) -> str:
         """The caller's principal (the interceptor has refused calls without a valid token)."""
-        return self.principals.of(context.invocation_metadata()) or ""
+        return self.principals.of_call(context) or ""
 
     def _take_stream(self) -> None:
         """A stream slot, or RESOURCE_EXHAUSTED: streams never take the threads unary calls and health need."""
