@@ -114,7 +114,7 @@ def build_server(config: ServeConfig) -> App:
                             checkpoints)
     scorer = PoolScorer(config, backend, sessions, metrics, models, pipeline, principals)
     if checkpoints is not None:
-        sessions.restore(checkpoints.load(scorer.revive))  # before the port opens: no call sees a half-loaded store
+        sessions.restore(checkpoints.files.load(scorer.revive))  # before the port opens: no call sees a half-loaded store
     server.add_generic_rpc_handlers((
         handlers.poolscorer(scorer), handlers.inference(InferenceServicer(backend, models, pipeline, metrics, version()))))
     checker = health.HealthServicer()

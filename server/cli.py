@@ -45,7 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
     if config.state_dir:
         store = app.scorer.sessions
         log.info("state dir %s: %d sessions restored, %d files refused (see ServerInfo.state_errors)",
-                 config.state_dir, len(store), len(store.checkpoints.problems))
+                 config.state_dir, len(store), len(store.checkpoints.files.problems))
     stopped = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.set())

@@ -117,3 +117,12 @@ class SessionUnrestorable(PoolscoreError):
 class NotDurable(PoolscoreError):
     """Checkpoints have fallen too far behind (a slow or failing --state-dir): UNAVAILABLE, so the
     client backs off and resends from the durable batch."""
+
+
+class SessionElsewhere(PoolscoreError):
+    """Another replica sharing the state dir serves this session now: UNAVAILABLE, so the client
+    retries (and finds it here once that replica is gone)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {shown(session_id)} is served by another replica sharing this state dir; "
+                         f"retry (it moves here once that replica stops)")

@@ -271,9 +271,9 @@ def _free_port() -> int:
 
 
 def _name(session_id: str, owner: str = "") -> str:
-    from poolscore.server.sessions.checkpoints import Checkpoints
+    from poolscore.server.sessions.state_dir import StateDir
 
-    return Checkpoints.name(owner, session_id)
+    return StateDir.name(owner, session_id)
 
 
 def test_the_file_format_refuses_what_is_not_a_whole_file() -> None:
@@ -330,3 +330,29 @@ def test_a_candidate_set_checkpoint_writes_only_the_rows_that_entered(tmp_path: 
         c.delete_session(sid)
         assert not list(tmp_path.iterdir())  # its index and every chunk gone with it
     app.stop()
+
+
+def test_replicas_sharing_a_state_dir_hand_a_session_over_when_one_stops(tmp_path: Path, rng) -> None:
+    batches = batches_for("ids", rng, 2000, 200)
+    clean = serve(tmp_path / "clean")
+    with Client(clean.target) as c:
+        c.session("margin", k=10, session_id="nightly").stream(batches)
+        want = c.top_k("nightly")
+    clean.stop()
+    a, b = serve(tmp_path / "shared"), serve(tmp_path / "shared")
+    try:
+        with Client(a.target) as on_a, Client(b.target, retry_s=0) as on_b:
+            on_a.session("margin", k=10, session_id="nightly").stream(batches[:4])
+            for call in (lambda: on_b.get_session("nightly"), lambda: on_b.create_session("margin", k=10, session_id="nightly"),
+                         lambda: on_b.delete_session("nightly")):
+                with pytest.raises(Unavailable, match="served by another replica"):
+                    call()  # never two writers of one session
+            a.stop()  # its sessions are written, and let go
+            assert on_b.get_session("nightly").next_seq == 4  # taken over from the shared dir
+            on_b.stream("nightly", batches[4:])
+            got = on_b.top_k("nightly")
+    finally:
+        a.stop()
+        b.stop()
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_array_equal(got.scores, want.scores)

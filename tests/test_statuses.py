@@ -23,6 +23,7 @@ WANT = {
     errors.ResendConflict("s", 4): grpc.StatusCode.FAILED_PRECONDITION,
     errors.Draining(): grpc.StatusCode.UNAVAILABLE,
     errors.NotDurable("checkpoints behind"): grpc.StatusCode.UNAVAILABLE,
+    errors.SessionElsewhere("s"): grpc.StatusCode.UNAVAILABLE,
     errors.SessionCorrupt("s", "/state/x.session", "checksum mismatch"): grpc.StatusCode.DATA_LOSS,
     errors.SessionUnrestorable("s", "/state/x.session", "no model named 'm'"): grpc.StatusCode.FAILED_PRECONDITION,
 }

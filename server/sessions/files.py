@@ -4,7 +4,9 @@ A file is written whole or not at all (write, fsync, rename, fsync the directory
 sees the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import fcntl
 import os
+import resource
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -95,3 +97,52 @@ def sync_dir(root: Path) -> None:
     finally:
         os.close(fd)
 
+
+
+class Holds:
+    """The sessions this process serves, each by an exclusive flock on `<stem>.lock` held while
+    the session is in memory. Replicas that share a state volume so never serve one session at
+    once: the one holding it writes it, and the lock goes with the process (a SIGKILL too), so
+    another replica may then load it. flock works on local disks and on most network volumes
+    (NFSv4 emulates it with byte-range locks)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._fds: dict[str, int] = {}  # stem → the open, locked lock file
+        _raise_file_limit()
+
+    def take(self, stem: str) -> bool:
+        """Hold `stem` (True), or False if another process holds it."""
+        if stem in self._fds:
+            return True
+        fd = os.open(self.root / f"{stem}{LOCK}", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fds[stem] = fd
+        return True
+
+    def drop(self, stem: str, remove: bool = False) -> None:
+        """Let go of `stem`; remove: its session is gone, so its lock file goes too."""
+        fd = self._fds.pop(stem, None)
+        if fd is None:
+            return
+        if remove:
+            (self.root / f"{stem}{LOCK}").unlink(missing_ok=True)
+        os.close(fd)
+
+    def close(self) -> None:
+        for stem in list(self._fds):
+            self.drop(stem)
+
+
+LOCK = ".lock"
+
+
+def _raise_file_limit() -> None:
+    """One descriptor per session held: the soft limit raised to the hard one (often 1024 → 1M)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

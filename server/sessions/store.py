@@ -11,7 +11,7 @@ import time
 import secrets
 
 from poolscore.server.errors import (
-    BadInput, NotDurable, OverLimit, SessionConflict, SessionNotFound, SessionUnrestorable,
+    BadInput, NotDurable, OverLimit, SessionConflict, SessionElsewhere, SessionNotFound, SessionUnrestorable,
 )
 from poolscore.server.models.feed import Feed
 from poolscore.server.runtime.budget import MemoryBudget
@@ -41,7 +41,7 @@ class SessionStore:
                     raise OverLimit(f"sessions: all {self.max_sessions} in use (--max-sessions)")
                 session.reserve(session.state, self.budget)
             except OverLimit as err:
-                self.checkpoints.refuse(self.checkpoints.root / self.checkpoints.name(session.owner, session.id),
+                self.checkpoints.files.refuse(self.checkpoints.files.root / self.checkpoints.files.name(session.owner, session.id),
                                         SessionUnrestorable, str(err))
                 continue
             self._sessions[session.owner, session.id] = session
@@ -52,6 +52,8 @@ class SessionStore:
             raise BadInput("session_id", f"{len(session_id)} characters, over the limit of {MAX_SESSION_ID}")
         with self._lock:
             self._expire()
+            if session_id and (owner, session_id) not in self._sessions:
+                self._take_over(owner, session_id)  # on disk, from a replica that has stopped: a reopen
             if session_id and (owner, session_id) in self._sessions:  # a retried create, or a reopen
                 return _same(self._sessions[owner, session_id], Session(session_id, spec, first, feed))
             if len(self._sessions) >= self.max_sessions:
@@ -63,10 +65,32 @@ class SessionStore:
         if self.checkpoints is not None:
             try:
                 self.checkpoints.created(session)  # on disk before the create returns
+            except SessionElsewhere:
+                self._discard(session)  # another replica's: its files are not ours to touch
+                raise
             except OSError as err:
-                self.delete(session.id, owner)
+                self._discard(session)
+                self.checkpoints.files.forget(owner, session.id)
                 raise NotDurable(f"--state-dir: session {session.id!r} could not be written: {err}") from None
         return session
+
+    def _take_over(self, owner: str, session_id: str) -> None:
+        """A session in the state dir but not here (a replica sharing it served it, and stopped):
+        restored and held. Called with the store's lock held."""
+        if self.checkpoints is None or (session := self.checkpoints.files.fetch(owner, session_id)) is None:
+            return
+        try:
+            session.reserve(session.state, self.budget)
+        except OverLimit:
+            self.checkpoints.files.let_go(owner, session_id)  # a replica with room may take it
+            raise
+        self._sessions[owner, session_id] = session
+
+    def _discard(self, session: Session) -> None:
+        with self._lock:
+            if self._sessions.get((session.owner, session.id)) is session:
+                del self._sessions[session.owner, session.id]
+        session.close(self.budget)
 
     def get(self, session_id: str, owner: str = "") -> Session:
         """The caller's session, its idle clock restarted; NOT_FOUND once it has been idle past
@@ -77,6 +101,9 @@ class SessionStore:
             if session is not None and self._idle(session, now):
                 self._drop((owner, session_id))  # expired: as if the last create had swept it
                 session = None
+            if session is None:
+                self._take_over(owner, session_id)
+                session = self._sessions.get((owner, session_id))
             if session is not None:
                 session.used = now
             else:
@@ -88,9 +115,11 @@ class SessionStore:
     def delete(self, session_id: str, owner: str = "") -> Session | None:
         """The deleted session; None when what was deleted was only a damaged state file."""
         with self._lock:
+            if (owner, session_id) not in self._sessions:
+                self._take_over(owner, session_id)  # a stopped replica's: deleted here, files and all
             session = self._drop((owner, session_id))
-        if session is None and self.checkpoints is not None and self.checkpoints.problem(owner, session_id):
-            self.checkpoints.forget(owner, session_id)  # a torn file, deleted on purpose: the id is free again
+        if session is None and self.checkpoints is not None and self.checkpoints.files.problem(owner, session_id):
+            self.checkpoints.files.forget(owner, session_id)  # a torn file, deleted on purpose: the id is free again
             return None
         if session is None:
             raise SessionNotFound(session_id)
@@ -117,7 +146,7 @@ class SessionStore:
 
     def _refuse_damaged(self, owner: str, session_id: str) -> None:
         """A session whose file was not loaded at start raises why (DATA_LOSS, FAILED_PRECONDITION)."""
-        problem = self.checkpoints.problem(owner, session_id) if self.checkpoints is not None and session_id else None
+        problem = self.checkpoints.files.problem(owner, session_id) if self.checkpoints is not None and session_id else None
         if problem is not None:
             raise problem
 

@@ -148,7 +148,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                              max_sessions=self.config.max_sessions, session_memory_bytes=self.sessions.budget.total,
                              session_memory_free_bytes=self.sessions.budget.free,
                              checkpoint_batches=self.config.checkpoint_batches if checkpoints else 0),
-            state_errors={p.path: p.reason for p in checkpoints.problems.values()} if checkpoints else {})
+            state_errors={p.path: p.reason for p in checkpoints.files.problems.values()} if checkpoints else {})
 
     def _who(self, context: grpc.ServicerContext) -> str:
         """The caller's principal (the interceptor has refused calls without a valid token)."""

@@ -11,7 +11,7 @@ from grpc import StatusCode
 
 from poolscore.server.errors import (
     BadInput, BadToken, Draining, ModelNotFound, NotDurable, OverLimit, ResendConflict, SequenceGap, SessionConflict,
-    SessionCorrupt, SessionNotFound, SessionUnrestorable, StreamIdle, UnknownStrategy,
+    SessionCorrupt, SessionElsewhere, SessionNotFound, SessionUnrestorable, StreamIdle, UnknownStrategy,
 )
 
 from poolscore.server.transport.wire import Unparsable
@@ -24,7 +24,7 @@ STATUS_OF = {
     SequenceGap: StatusCode.FAILED_PRECONDITION, SessionConflict: StatusCode.ALREADY_EXISTS,
     OverLimit: StatusCode.RESOURCE_EXHAUSTED, BadToken: StatusCode.UNAUTHENTICATED,
     StreamIdle: StatusCode.DEADLINE_EXCEEDED, ResendConflict: StatusCode.FAILED_PRECONDITION,
-    Draining: StatusCode.UNAVAILABLE, NotDurable: StatusCode.UNAVAILABLE,
+    Draining: StatusCode.UNAVAILABLE, NotDurable: StatusCode.UNAVAILABLE, SessionElsewhere: StatusCode.UNAVAILABLE,
     SessionCorrupt: StatusCode.DATA_LOSS, SessionUnrestorable: StatusCode.FAILED_PRECONDITION,
 }
 
