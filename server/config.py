@@ -64,8 +64,9 @@ def add_flags(parser: argparse.ArgumentParser, env: Mapping[str, str] = os.envir
             default = parse(env[var]) if var in env else f.default
         except (ValueError, argparse.ArgumentTypeError) as err:
             parser.error(f"{var}={env[var]!r}: {err}")
+        flag = {"nargs": "?", "const": True} if hints[f.name] is bool else {}  # `--cert-principals` alone means true
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=parse, default=default,
-                            help=f"(env {var}, default {f.default!r})")
+                            help=f"(env {var}, default {f.default!r})", **flag)
 
 
 def from_args(args: argparse.Namespace) -> ServeConfig:
