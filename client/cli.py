@@ -21,6 +21,8 @@ SERVER_COMMANDS = {"serve": "run the gRPC server and /metrics",
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":  # its own flags: see poolscore demo --help
+        return _demo(argv[1:])
     if argv and argv[0] in SERVER_COMMANDS:
         try:
             from poolscore.server.cli import main as server_main
@@ -36,12 +38,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     _token_flag(info)
     for name, text in SERVER_COMMANDS.items():  # listed here, parsed by the server's cli
         sub.add_parser(name, help=f"{text} (needs the server extra)")
+    sub.add_parser("demo", help="the active-learning loop end to end on bundled data: learning curves against "
+                                "random (needs the server and demo extras)")
     args = parser.parse_args(argv)
     try:
         return {"score": _score, "info": _info}[args.command](args)
     except (FileNotFoundError, ValueError, OSError, PoolscoreError) as err:  # the message says it all
         print(f"poolscore {args.command}: {err}", file=sys.stderr)
         return 2
+
+
+def _demo(argv: list[str]) -> int:
+    try:
+        import matplotlib  # noqa: F401
+        import sklearn  # noqa: F401
+        import torch  # noqa: F401
+
+        from poolscore.client.demo import main as demo_main
+    except ImportError as err:
+        print(f"poolscore demo: {err}; install with pip install 'poolscore[server,demo]'", file=sys.stderr)
+        return 2
+    return demo_main(argv)
 
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
