@@ -72,10 +72,12 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--base", type=float, default=0.0, help="log base of entropies (2: bits; default e)")
     p.add_argument("--normalized", action="store_true", help="entropies ÷ log C")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random and stochastic strategies")
-    p.add_argument("--pre-score", default="", help="stochastic, class_balanced: the pointwise strategy they select by (default margin)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random, stochastic, badge and batch_bald")
+    p.add_argument("--pre-score", default="", help="the pointwise strategy a selection selects by (default margin; random for "
+                                                  "coreset and badge, bald for batch_bald)")
     p.add_argument("--beta", type=float, default=0.0, help="stochastic: sharpness of sampling (default 1)")
-    p.add_argument("--sampling", default="", choices=["", "softmax", "power"], help="stochastic: p ∝ exp(β·s) or s^β")
+    p.add_argument("--sampling", default="", choices=["", "softmax", "power", "softrank"],
+                   help="stochastic: p ∝ exp(β·s), s^β, or rank^-β among the candidates (softrank)")
     p.add_argument("--class-priors", type=_floats, default=(), help="class_balanced: quotas ∝ these, e.g. 0.5,0.3,0.2")
     p.add_argument("--candidates", type=int, default=0,
                    help="set-level strategies: the candidate set's size M (default 10·k)")

@@ -102,8 +102,7 @@ class Client:
 
     def reload_models(self) -> pb.ServerInfoReply:
         """Have the server re-read its model repository; the reply lists models and load errors."""
-        with mapped():
-            return self._stub.ReloadModels(pb.ReloadModelsRequest(), timeout=self.timeout)
+        return self._call(self._stub.ReloadModels, pb.ReloadModelsRequest())
 
     # --- stateless scoring ----------------------------------------------------------------
 
@@ -123,8 +122,7 @@ class Client:
         for part in batches_of([whole], self.batch_bytes):
             req = wire.encode(pb.ScoreBatchRequest(strategy=spec, model=hosted), part, numbers)
             try:
-                with mapped():
-                    parts.append(tensors.decode(self._score_batch(req, timeout=self.timeout).scores))
+                parts.append(tensors.decode(self._call(self._score_batch, req).scores))
             except BadBatch as err:  # the server counts rows in its request: say where that starts
                 if not first:
                     raise
