@@ -11,7 +11,6 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from poolscore.server import backends
@@ -27,11 +26,12 @@ from poolscore.server.sessions.store import SessionStore
 from poolscore.server.strategies import STRATEGIES
 from poolscore.server.transport import handlers, messages as msg
 from poolscore.server.transport.auth import PeerLimiter, Principals, TokenAuth
-from poolscore.server.transport.oip import InferenceServicer
+from poolscore.server.transport.oip import SERVICE as OIP_SERVICE, InferenceServicer
 from poolscore.server.transport.poolscorer import PoolScorer, version
 
 log = logging.getLogger(__name__)
 SERVICE = handlers.SERVICE
+SERVED = (SERVICE, OIP_SERVICE)  # what health and reflection answer for, beside themselves
 
 
 @dataclass
@@ -57,8 +57,8 @@ class App:
         self.server.start()
         if self.health_server is not None:
             self.health_server.start()
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        for service in ("", *SERVED):  # health answers per service, as grpc.health.v1 lets probes ask
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         return self
 
     def drain(self, grace_s: float) -> None:
@@ -119,8 +119,7 @@ def build_server(config: ServeConfig) -> App:
         handlers.poolscorer(scorer), handlers.inference(InferenceServicer(backend, models, pipeline, metrics, version()))))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    reflection.enable_server_reflection(
-        [SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+    handlers.enable_reflection(server, [*SERVED, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     address = f"{config.host}:{config.port}"
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:

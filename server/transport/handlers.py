@@ -4,6 +4,7 @@ Tensor-carrying requests are read by wire.py (zero-copy) instead of protobuf's p
 from __future__ import annotations
 
 import grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from poolscore.server.transport import wire
 from poolscore.server.transport.oip import SERVICE as OIP_SERVICE, InferenceServicer
@@ -38,3 +39,22 @@ def inference(s: InferenceServicer) -> grpc.GenericRpcHandler:
              "ModelMetadata": oip.ModelMetadataRequest, "ModelInfer": oip.ModelInferRequest}
     return grpc.method_handlers_generic_handler(OIP_SERVICE, {
         name: grpc.unary_unary_rpc_method_handler(getattr(s, name), wire.message(req), _out) for name, req in calls.items()})
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(server: grpc.Server, services: list[str]) -> None:
+    """Server reflection under both names tools ask for: v1alpha (grpcio-reflection's) and v1,
+    whose messages are the same fields under a new package, so v1 is the same servicer behind
+    v1's method path. Each lists every served service, OIP's included."""
+    names = [*services, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = reflection.ReflectionServicer(names)
+    server.add_generic_rpc_handlers((
+        grpc.method_handlers_generic_handler(reflection.SERVICE_NAME, {"ServerReflectionInfo": _reflection(servicer)}),
+        grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": _reflection(servicer)})))
+
+
+def _reflection(servicer) -> grpc.RpcMethodHandler:
+    return grpc.stream_stream_rpc_method_handler(servicer.ServerReflectionInfo,
+                                                 reflection_pb2.ServerReflectionRequest.FromString, _out)
