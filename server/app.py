@@ -7,11 +7,13 @@ import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from wsgiref.simple_server import WSGIServer
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from poolscore.server import backends
 from poolscore.server.backends.base import Backend
@@ -94,6 +96,7 @@ def build_server(config: ServeConfig) -> App:
     backend = backends.load(config.backend, config.device, compile=config.compile, threads=config.threads,
                             on_compiled=metrics.compiled.set)
     _warm(backend, config.warm)
+    metrics.build.info({"version": version(), "backend": backend.name, "device": backend.description})
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes),
                ("grpc.keepalive_time_ms", int(config.keepalive_s * 1000)),  # ping idle connections: dead peers let go
@@ -110,8 +113,10 @@ def build_server(config: ServeConfig) -> App:
     models = ModelRepository(Path(config.model_repo) if config.model_repo else None, backend)
     pipeline = Pipeline(backend, metrics)
     checkpoints = _checkpoints(config, metrics)
-    sessions = SessionStore(config.max_sessions, config.session_ttl_s, MemoryBudget(config.session_memory_mb * 2**20),
-                            checkpoints)
+    budget = MemoryBudget(config.session_memory_mb * 2**20)
+    metrics.memory_limit.set(budget.total)
+    metrics.memory_reserved.set_function(lambda: budget.total - budget.free)
+    sessions = SessionStore(config.max_sessions, config.session_ttl_s, budget, checkpoints)
     scorer = PoolScorer(config, backend, sessions, metrics, models, pipeline, principals)
     if checkpoints is not None:
         sessions.restore(checkpoints.files.load(scorer.revive))  # before the port opens: no call sees a half-loaded store
@@ -170,7 +175,21 @@ def _warm(backend: Backend, names: str) -> None:
 
 
 def _serve_metrics(config: ServeConfig, metrics: Metrics) -> tuple[WSGIServer | None, int | None]:
+    """/metrics on its own HTTP port; every other path there is 404."""
     if config.metrics_port < 0:
         return None, None
-    http, _thread = start_http_server(config.metrics_port, addr=config.host, registry=metrics.registry)
+    exposition = make_wsgi_app(metrics.registry)
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: the metrics are at /metrics\n"]
+        return exposition(environ, start_response)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:  # a scrape every few seconds is not news
+            pass
+
+    http = make_server(config.host, config.metrics_port, app, ThreadingWSGIServer, handler_class=Quiet)
+    threading.Thread(target=http.serve_forever, name="poolscore-metrics", daemon=True).start()
     return http, http.server_port

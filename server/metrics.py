@@ -1,7 +1,9 @@
 """Prometheus metrics on a registry passed in (never the global one), moved once per batch."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR, CollectorRegistry, Counter, Gauge, GCCollector, Histogram, Info, PlatformCollector, ProcessCollector,
+)
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -9,6 +11,24 @@ _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=registry)  # python_info
+        if GC_COLLECTOR is not None:
+            GCCollector(registry=registry)  # python_gc_*
+        self.build = Info("poolscore_build", "The server's version, backend and device.", registry=registry)
+        self.requests = Counter("poolscore_requests", "RPCs finished, by RPC and gRPC code (OK included).",
+                                ["rpc", "code"], registry=registry)
+        self.request_seconds = Histogram("poolscore_request_duration_seconds",
+                                         "Time from an RPC's start to its status (a stream: its whole life).",
+                                         ["rpc"], buckets=_LATENCY, registry=registry)
+        self.model_rows = Counter("poolscore_model_inference_rows", "Rows a hosted model ran on, by model.",
+                                  ["model"], registry=registry)
+        self.model_calls = Counter("poolscore_model_inference_requests", "Batches a hosted model ran on, by model.",
+                                   ["model"], registry=registry)
+        self.memory_reserved = Gauge("poolscore_session_memory_reserved_bytes",
+                                     "Session memory reserved now, against --session-memory-mb.", registry=registry)
+        self.memory_limit = Gauge("poolscore_session_memory_limit_bytes", "The session memory budget (--session-memory-mb).",
+                                  registry=registry)
         self.items = Counter("poolscore_items_scored_total", "Items (rows) scored.",
                              ["strategy", "device"], registry=registry)
         self.bytes = Counter("poolscore_bytes_scored_total", "Tensor bytes received and scored.",
@@ -30,6 +50,14 @@ class Metrics:
                                             buckets=_LATENCY, registry=registry)
         self.checkpoint_bytes = Counter("poolscore_checkpoint_bytes", "Bytes of session checkpoints written.",
                                         registry=registry)
+
+    def finished(self, rpc: str, code: str, seconds: float) -> None:
+        self.requests.labels(rpc, code).inc()
+        self.request_seconds.labels(rpc).observe(seconds)
+
+    def inferred(self, model: str, rows: int) -> None:
+        self.model_rows.labels(model).inc(rows)
+        self.model_calls.labels(model).inc()
 
     def checkpointed(self, nbytes: int, seconds: float) -> None:
         self.checkpoint_seconds.observe(seconds)

@@ -57,6 +57,7 @@ class Pipeline:
         ran_model = inputs is not None
         if ran_model:
             x, emb = _through_model(feed, x, emb, inputs)
+            self.metrics.inferred(feed.model.name, int(inputs.shape[0]) if inputs.ndim else 0)
         rows = rows_of(x if x is not None else emb, sent_ids, keys)
         if keys and sent_ids is not None:
             raise BadInput("keys", "send ids or keys, not both")

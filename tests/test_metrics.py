@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import re
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
@@ -57,6 +59,24 @@ def test_exposition_passes_promtool(scored_app) -> None:
     assert 'poolscore_bytes_scored_total{device="cpu",strategy="ratio"} 29616.0' in text  # 1234 * 6 * 4
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_requests_are_counted_by_rpc_and_code_beside_the_process_and_build_series(scored_app) -> None:
+    text = get(f"http://127.0.0.1:{scored_app.metrics_port}/metrics")
+    assert 'poolscore_requests_total{code="OK",rpc="ScorePool"} 1.0' in text  # the error ratio's numerator and denominator
+    assert 'poolscore_requests_total{code="INVALID_ARGUMENT",rpc="ScoreBatch"} 1.0' in text
+    assert 'poolscore_request_duration_seconds_count{rpc="ScorePool"} 1.0' in text
+    assert "process_resident_memory_bytes" in text and "python_info{" in text and "python_gc_objects_collected_total" in text
+    assert re.search(r'poolscore_build_info\{backend="torch",device="[^"]+",version="[^"]+"\} 1\.0', text)
+    limit = float(re.search(r"^poolscore_session_memory_limit_bytes (\S+)$", text, re.M).group(1))
+    assert limit == 4096 * 2**20 and re.search(r"^poolscore_session_memory_reserved_bytes 0\.0$", text, re.M)
+
+
+def test_other_paths_on_the_metrics_port_are_404(scored_app) -> None:
+    for path in ("/", "/metricsx", "/favicon.ico"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            get(f"http://127.0.0.1:{scored_app.metrics_port}{path}")
+        assert err.value.code == 404
 
 
 def free_port() -> int:
