@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -89,7 +91,28 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id-column", default="id")
     p.add_argument("--embedding-column", default="embedding")
     p.add_argument("--device", default="auto", help="embedded server's device (auto, cpu, cuda)")
+    p.add_argument("--model", help="a hosted model the pool's rows are raw inputs for (the server's --model-repo)")
+    p.add_argument("--samples", type=int, default=0, help="with --model: MC-dropout passes (bald and the [N, T, C] strategies)")
+    p.add_argument("--model-seed", type=int, default=0, help="with --model: seeds the passes' dropout")
+    p.add_argument("--wait-s", type=float, default=10.0, help="how long to wait for --target to answer (default 10)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _local_strategies() -> list[str]:
+    """The strategies an embedded server will know (the registry needs no torch), or [] when the
+    server extra is missing (the embedded server then says so itself)."""
+    try:
+        from poolscore.server.strategies import STRATEGIES
+    except ImportError:
+        return []
+    return list(STRATEGIES)
+
+
+def _check_strategy(name: str, known: list[str]) -> None:
+    if known and name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
+        raise ValueError(f"--strategy {name!r} is not a strategy{hint}")
 
 
 def _labeled(path: Path):
@@ -133,24 +156,34 @@ def _score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from poolscore.client import Client, results
-    from poolscore.client.pools import count_rows
+    from poolscore.client.pools import check_file, count_rows
 
-    if not args.pool.exists():
-        raise FileNotFoundError(f"pool file {args.pool} does not exist")
+    logging.getLogger("grpc._channel").setLevel(logging.CRITICAL)  # its "Exception iterating requests!" trace:
+    # the pool reader's own error is raised here instead, as one line
+
+    columns = dict(logits_column=args.logits_column, id_column=args.id_column, embedding_column=args.embedding_column)
+    check_file(args.pool, **columns)  # everything that can be checked here, before a server starts
+    if args.out:
+        results.check_out(args.out)
+    if not args.target:
+        _check_strategy(args.strategy, _local_strategies())
     options = dict(input_kind=args.input_kind, temperature=args.temperature, base=args.base,
                    normalized=args.normalized, seed=args.seed, pre_score=args.pre_score, beta=args.beta,
                    sampling=args.sampling, class_priors=args.class_priors, candidates=args.candidates, eta=args.eta,
                    reference=args.reference, loss=args.loss)
     labeled = None if args.labeled is None else _labeled(args.labeled)
-    columns = dict(logits_column=args.logits_column, id_column=args.id_column, embedding_column=args.embedding_column)
     rows = count_rows(args.pool, args.logits_column)
     bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=args.pool.name,
                disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
     remote = _client_args(args) if args.target else {}
-    with _target(args, rows) as target, Client(target, **remote) as client, bar:
-        client.wait_ready(timeout=60)
-        top = client.score_pool(str(args.pool), args.strategy, args.k, progress=bar.update, columns=columns,
-                                 labeled=labeled, **options)
+    with _target(args, rows) as target, Client(target, **remote) as client:
+        client.wait_ready(timeout=args.wait_s)
+        if args.target:
+            _check_strategy(args.strategy, [s.name for s in client.info().strategies])
+        with bar:  # opened once the server answers: its rate is the scoring's, not the start-up's
+            top = client.score_pool(str(args.pool), args.strategy, args.k, progress=bar.update, columns=columns,
+                                     labeled=labeled, model=args.model, samples=args.samples,
+                                     model_seed=args.model_seed, **options)
     if args.out:
         results.write(top, args.out)
         print(f"wrote the top {len(top)} of {top.items} items to {args.out}", file=sys.stderr)

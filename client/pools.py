@@ -106,6 +106,13 @@ def _npz_batch(npz, logits_column: str) -> Batch:
     return Batch(npz[logits_column], ids, npz["embedding"] if "embedding" in names else None, keys)
 
 
+def check_file(path: Path, **columns) -> None:
+    """Read a pool file's first batch: a missing file, an unknown format, a missing column or npz
+    array is named now, before a server is started or called (ValueError / FileNotFoundError)."""
+    for _ in read_file(path, chunk_rows=1, **columns):
+        return
+
+
 def count_rows(pool, logits_column: str = "logits") -> int | None:
     """Rows in a pool when known without reading it (progress bars), else None."""
     if isinstance(pool, np.ndarray):

@@ -19,7 +19,19 @@ def table(top: TopK) -> str:
     return "\n".join(lines)
 
 
+FORMATS = (".csv", ".jsonl", ".ndjson", ".parquet", ".pq")
+
+
+def check_out(path: Path) -> None:
+    """--out, checked before any scoring: a known format, in a folder that exists."""
+    if path.suffix.lower() not in FORMATS:
+        raise ValueError(f"--out {path}: unknown format {path.suffix!r}; use .csv, .jsonl or .parquet")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--out {path}: folder {path.parent} does not exist")
+
+
 def write(top: TopK, path: Path) -> None:
+    check_out(path)
     suffix = path.suffix.lower()
     data = rows(top)
     if suffix == ".csv":

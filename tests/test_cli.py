@@ -103,8 +103,49 @@ def test_server_errors_are_one_line_too(served: str) -> None:
     sample = str(ROOT / "examples" / "sample_pool.npz")
     over = run("score", sample, "--target", served, "-k", "78")  # the served limit is 77
     assert over.returncode == 2 and "Traceback" not in over.stderr and "k: 78 is over" in over.stderr
-    unknown = run("score", sample, "--strategy", "entropi", "--no-progress")  # the embedded server says it
-    assert unknown.returncode == 2 and "strategy: unknown 'entropi'" in unknown.stderr and "--warm" not in unknown.stderr
+    unknown = run("score", sample, "--strategy", "entropi", "--no-progress", "--target", served)
+    assert unknown.returncode == 2 and "--strategy 'entropi' is not a strategy; did you mean 'entropy'?" in unknown.stderr
+
+
+def test_what_can_be_checked_fails_before_a_server_starts(tmp_path: Path) -> None:
+    sample = str(ROOT / "examples" / "sample_pool.npz")
+    (tmp_path / "pool.csv").write_text("a,b\n1,2\n")
+    cases = {("score", str(tmp_path / "pool.csv")): "unknown pool format '.csv'",
+             ("score", sample, "--logits-column", "nope"): "npz pool has no 'nope' array (it has ['ids', 'logits'])",
+             ("score", sample, "--strategy", "entropi"): "did you mean 'entropy'?",
+             ("score", sample, "--out", str(tmp_path / "top.txt")): "unknown format '.txt'",
+             ("score", sample, "--out", str(tmp_path / "no" / "top.csv")): "does not exist",
+             ("score", sample, "--target", "127.0.0.1:1", "--wait-s", "0.5"): "127.0.0.1:1 not serving after 0.5s"}
+    for args, want in cases.items():
+        res = run(*args)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and want in lines[0], (args, res.stderr)
+
+
+def test_a_hosted_model_scores_raw_inputs_from_the_cli(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from modelzoo import digits, make_repo
+
+    make_repo(tmp_path / "models")
+    x = digits()[:300]
+    np.save(tmp_path / "features.npy", x)
+    proc = subprocess.Popen([*POOLSCORE, "serve", "--port", "0", "--metrics-port", "-1", "--compile", "off",
+                             "--model-repo", str(tmp_path / "models")], stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "listening on" in line:
+                break
+        target = "127.0.0.1:" + re.search(r"listening on [\d.]+:(\d+)", line).group(1)
+        out = run("score", str(tmp_path / "features.npy"), "--target", target, "--model", "digits_ts", "-k", "5",
+                  "--strategy", "bald", "--samples", "8", "--out", str(tmp_path / "top.csv"))
+        assert out.returncode == 0, out.stderr
+        with Client(target) as c:
+            want = c.score_pool(x, "bald", k=5, model="digits_ts", samples=8)
+        with open(tmp_path / "top.csv") as f:
+            assert [int(r["id"]) for r in csv.DictReader(f)] == list(want.ids)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_export_scorer_writes_a_graph_that_scores_like_the_kernel(tmp_path: Path) -> None:
