@@ -30,6 +30,7 @@ from poolscore.server.transport import handlers, messages as msg
 from poolscore.server.transport.auth import PeerLimiter, Principals, TokenAuth
 from poolscore.server.transport.oip import SERVICE as OIP_SERVICE, InferenceServicer
 from poolscore.server.transport.poolscorer import PoolScorer, version
+from poolscore.server.transport.rest import Rest, serve as rest_serve
 
 log = logging.getLogger(__name__)
 SERVICE = handlers.SERVICE
@@ -49,10 +50,15 @@ class App:
     scorer: PoolScorer | None = None
     health_server: grpc.Server | None = None  # --health-port: plaintext, grpc.health.v1 only
     health_port: int | None = None
+    rest: WSGIServer | None = None  # --http-port: KServe v2 REST
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_port(self) -> int | None:
+        return None if self.rest is None else self.rest.server_port
 
     def start(self) -> "App":
         gc.freeze()  # what start-up made (torch, models, kernels) is never collected: gen-2 passes stay short
@@ -80,8 +86,9 @@ class App:
             self.health_server.stop(None)
         if self.scorer is not None and self.scorer.sessions.checkpoints is not None:
             self.scorer.sessions.checkpoints.close()  # every committed batch on disk before exit
-        if self._metrics_http is not None:
-            self._metrics_http.shutdown()
+        for http in (self._metrics_http, self.rest):
+            if http is not None:
+                http.shutdown()
         self.backend.close()
 
 
@@ -120,8 +127,8 @@ def build_server(config: ServeConfig) -> App:
     scorer = PoolScorer(config, backend, sessions, metrics, models, pipeline, principals)
     if checkpoints is not None:
         sessions.restore(checkpoints.files.load(scorer.revive))  # before the port opens: no call sees a half-loaded store
-    server.add_generic_rpc_handlers((
-        handlers.poolscorer(scorer), handlers.inference(InferenceServicer(backend, models, pipeline, metrics, version()))))
+    inference = InferenceServicer(backend, models, pipeline, metrics, version())
+    server.add_generic_rpc_handlers((handlers.poolscorer(scorer), handlers.inference(inference)))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     handlers.enable_reflection(server, [*SERVED, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
@@ -131,7 +138,10 @@ def build_server(config: ServeConfig) -> App:
         raise OSError(f"could not bind {config.host}:{config.port}")
     http, metrics_port = _serve_metrics(config, metrics)
     health_server, health_port = _health_only(config, checker)
-    return App(server, port, metrics_port, backend, checker, models, http, principals, scorer, health_server, health_port)
+    rest = rest_serve(Rest(inference, principals, config.max_message_bytes), config.host, config.http_port) \
+        if config.http_port >= 0 else None
+    return App(server, port, metrics_port, backend, checker, models, http, principals, scorer, health_server, health_port,
+               rest)
 
 
 def _health_only(config: ServeConfig, checker: health.HealthServicer) -> tuple[grpc.Server | None, int | None]:

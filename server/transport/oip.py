@@ -50,7 +50,7 @@ class InferenceServicer:
 
     @maps_errors
     def ModelReady(self, req: oip.ModelReadyRequest, context: grpc.ServicerContext) -> oip.ModelReadyResponse:
-        return oip.ModelReadyResponse(ready=req.name in self.models.models or _is_scorer(req.name))
+        return oip.ModelReadyResponse(ready=self.ready(req.name))
 
     @maps_errors
     def ServerMetadata(self, req: oip.ServerMetadataRequest, context: grpc.ServicerContext) -> oip.ServerMetadataResponse:
@@ -58,6 +58,14 @@ class InferenceServicer:
 
     @maps_errors
     def ModelMetadata(self, req: oip.ModelMetadataRequest, context: grpc.ServicerContext) -> oip.ModelMetadataResponse:
+        return self.metadata(req.name)
+
+    def ready(self, name: str) -> bool:
+        return name in self.models.models or _is_scorer(name)
+
+    def metadata(self, name: str) -> oip.ModelMetadataResponse:
+        """A model's or scorer's metadata (NOT_FOUND for neither): the gRPC and the REST answer."""
+        req = oip.ModelMetadataRequest(name=name)
         meta = oip.ModelMetadataResponse.TensorMetadata
         if req.name in self.models.models:
             model = self.models.models[req.name]
@@ -79,6 +87,10 @@ class InferenceServicer:
 
     @maps_errors
     def ModelInfer(self, req: oip.ModelInferRequest, context: grpc.ServicerContext) -> oip.ModelInferResponse:
+        return self.infer(req)
+
+    def infer(self, req: oip.ModelInferRequest) -> oip.ModelInferResponse:
+        """One inference, as the gRPC ModelInfer and the REST /infer both ask for it."""
         tensors, options = _inputs(req), _parameters(req.parameters)
         if req.model_name in self.models.models:
             outputs = self._hosted(req.model_name, tensors, options)
