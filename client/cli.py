@@ -64,7 +64,8 @@ def _demo(argv: list[str]) -> int:
 
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pool", type=Path, help="a .npy, .npz, .parquet or .arrow pool file")
+    p.add_argument("pool", help="a .npy, .npz, .parquet or .arrow file; a folder or glob of Parquet files; a URI "
+                                "(file://, s3://, gs://, an fsspec protocol); - for an Arrow IPC stream on stdin")
     p.add_argument("--strategy", default="entropy")
     p.add_argument("-k", "--k", type=int, default=100, help="how many items to select (default 100)")
     p.add_argument("--target", help="host:port of a server; without it an embedded one runs on loopback")
@@ -173,7 +174,7 @@ def _score(args: argparse.Namespace) -> int:
                    reference=args.reference, loss=args.loss)
     labeled = None if args.labeled is None else _labeled(args.labeled)
     rows = count_rows(args.pool, args.logits_column)
-    bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=args.pool.name,
+    bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=Path(args.pool).name or args.pool,
                disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
     remote = _client_args(args) if args.target else {}
     with _target(args, rows) as target, Client(target, **remote) as client:
@@ -181,7 +182,7 @@ def _score(args: argparse.Namespace) -> int:
         if args.target:
             _check_strategy(args.strategy, [s.name for s in client.info().strategies])
         with bar:  # opened once the server answers: its rate is the scoring's, not the start-up's
-            top = client.score_pool(str(args.pool), args.strategy, args.k, progress=bar.update, columns=columns,
+            top = client.score_pool(args.pool, args.strategy, args.k, progress=bar.update, columns=columns,
                                      labeled=labeled, model=args.model, samples=args.samples,
                                      model_seed=args.model_seed, **options)
     if args.out:

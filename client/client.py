@@ -137,7 +137,9 @@ class Client:
                    model: str | None = None, samples: int = 0, model_seed: int = 0,
                    progress: Callable[[int], None] | None = None, columns: dict | None = None,
                    labeled: np.ndarray | None = None, **options) -> TopK:
-        """The top-k of a pool: an array, an iterable of (ids, logits[, embedding]), or a pool file.
+        """The top-k of a pool: an array, an iterable of (ids, logits[, embedding]), a pool file, a
+        folder or glob of Parquet files, a filesystem URI (file://, s3://, an fsspec protocol), or
+        a pyarrow Table or pandas DataFrame with `logits` (and `id`, `embedding`) columns.
 
         With `model`, the arrays are raw inputs for that hosted model (`samples` > 0: MC
         dropout passes). Batches are streamed without waiting for the server between them;

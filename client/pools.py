@@ -52,8 +52,12 @@ def split(batch: Batch, max_bytes: int) -> Iterator[Batch]:
 
 def batches_of(pool, max_bytes: int, *, ids=None, embedding=None, keys=None, **columns) -> Iterator[Batch]:
     """Any pool the client takes, as batches under `max_bytes`."""
-    if isinstance(pool, (str, Path)):
-        source: Iterable[Batch] = read_file(Path(pool), **columns)
+    if _through_arrow(pool):
+        from poolscore.client import arrow_pools
+
+        source: Iterable[Batch] = arrow_pools.read(pool, *_columns(**columns), chunk_rows=65536)
+    elif isinstance(pool, (str, Path)):
+        source = read_file(Path(pool), **columns)
     elif isinstance(pool, np.ndarray):
         source = [Batch(pool, as_ids(ids), embedding, keys)]
     else:
@@ -106,18 +110,45 @@ def _npz_batch(npz, logits_column: str) -> Batch:
     return Batch(npz[logits_column], ids, npz["embedding"] if "embedding" in names else None, keys)
 
 
-def check_file(path: Path, **columns) -> None:
-    """Read a pool file's first batch: a missing file, an unknown format, a missing column or npz
-    array is named now, before a server is started or called (ValueError / FileNotFoundError)."""
-    for _ in read_file(path, chunk_rows=1, **columns):
+def check_file(pool, **columns) -> None:
+    """Read a pool's first batch: a missing file, an unknown format, a missing column or npz
+    array is named now, before a server is started or called (ValueError / FileNotFoundError).
+    `-` (stdin) is not read ahead: it can be read only once."""
+    if str(pool) == "-":
         return
+    if _through_arrow(pool):
+        from poolscore.client import arrow_pools
+
+        for _ in arrow_pools.read(pool, *_columns(**columns), chunk_rows=1):
+            return
+        return
+    for _ in read_file(Path(pool), chunk_rows=1, **columns):
+        return
+
+
+def _through_arrow(pool) -> bool:
+    """Folders, globs, URIs, stdin and in-memory tables are read by pyarrow (imported only then)."""
+    if isinstance(pool, (str, Path)) and not ("://" in str(pool) or str(pool) == "-" or any(c in str(pool) for c in "*?[")
+                                               or Path(pool).is_dir()):
+        return False
+    if isinstance(pool, np.ndarray):
+        return False
+    from poolscore.client import arrow_pools
+
+    return arrow_pools.is_dataset(pool)
+
+
+def _columns(logits_column: str = "logits", id_column: str = "id", embedding_column: str = "embedding") -> tuple[str, str, str]:
+    return logits_column, id_column, embedding_column
 
 
 def count_rows(pool, logits_column: str = "logits") -> int | None:
     """Rows in a pool when known without reading it (progress bars), else None."""
     if isinstance(pool, np.ndarray):
         return len(pool)
-    if not isinstance(pool, (str, Path)) or not Path(pool).exists():
+    if hasattr(pool, "num_rows") or type(pool).__name__ == "DataFrame":  # a pyarrow Table, a pandas DataFrame
+        return getattr(pool, "num_rows", None) or len(pool)
+    if not isinstance(pool, (str, Path)) or not Path(pool).is_file():
         return None
     path = Path(pool)
     suffix = path.suffix.lower()
