@@ -113,3 +113,23 @@ def test_tokens_guard_rest_too_but_not_health(tmp_path) -> None:
         assert call(f"{base}/v2", headers={"Authorization": "Bearer t0k"})[0] == 200
     finally:
         app.stop()
+
+
+def test_current_tritonclient_http_calls_the_rest_endpoints(rest, rng: np.random.Generator) -> None:
+    import tritonclient.http as http_triton
+
+    base, _, _ = rest
+    client = http_triton.InferenceServerClient(url=base.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("digits_onnx")
+    assert client.get_server_metadata()["name"] == "poolscore"
+    assert client.get_model_metadata("entropy")["outputs"][0]["name"] == "scores"
+    z = rng.normal(size=(6, 4)).astype(np.float32)
+    for binary in (True, False):  # Triton's binary tensor extension, and plain JSON
+        t = http_triton.InferInput("logits", list(z.shape), "FP32")
+        t.set_data_from_numpy(z, binary_data=binary)
+        out = http_triton.InferRequestedOutput("scores", binary_data=binary)
+        got = client.infer("entropy", [t], outputs=[out], parameters={"temperature": 2.0}).as_numpy("scores")
+        np.testing.assert_allclose(got, ref.entropy(ref.probs(z / 2.0)), rtol=1e-4)
+    from importlib.metadata import version
+
+    print(f"\ntritonclient {version('tritonclient')} over HTTP: JSON and binary, float parameters: ok")
