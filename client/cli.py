@@ -96,6 +96,9 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=0, help="with --model: MC-dropout passes (bald and the [N, T, C] strategies)")
     p.add_argument("--model-seed", type=int, default=0, help="with --model: seeds the passes' dropout")
     p.add_argument("--wait-s", type=float, default=10.0, help="how long to wait for --target to answer (default 10)")
+    p.add_argument("--embedded-server", action="store_true",
+                   help="without --target: start a server on loopback (torch kernels) instead of scoring in this "
+                        "process (the default, on the ONNX backend; --device cuda implies a server)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
 
@@ -176,6 +179,13 @@ def _score(args: argparse.Namespace) -> int:
     rows = count_rows(args.pool, args.logits_column)
     bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=Path(args.pool).name or args.pool,
                disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
+    if _in_process(args):  # no server: the pipeline here (server/inprocess.py), scored before one would start
+        from poolscore.server import inprocess
+
+        with bar:
+            top = inprocess.score(args.pool, args.strategy, args.k, options=options, columns=columns, labeled=labeled,
+                                  progress=bar.update)
+        return _written(top, args)
     remote = _client_args(args) if args.target else {}
     with _target(args, rows) as target, Client(target, **remote) as client:
         client.wait_ready(timeout=args.wait_s)
@@ -185,12 +195,32 @@ def _score(args: argparse.Namespace) -> int:
             top = client.score_pool(args.pool, args.strategy, args.k, progress=bar.update, columns=columns,
                                      labeled=labeled, model=args.model, samples=args.samples,
                                      model_seed=args.model_seed, **options)
+    return _written(top, args)
+
+
+def _written(top, args: argparse.Namespace) -> int:
+    from poolscore.client import results
+
     if args.out:
         results.write(top, args.out)
         print(f"wrote the top {len(top)} of {top.items} items to {args.out}", file=sys.stderr)
     else:
         print(results.table(top))
     return 0
+
+
+def _in_process(args: argparse.Namespace) -> bool:
+    """No --target, no hosted model, not asked for CUDA, and the server extra with onnxruntime
+    installed: then scoring here is faster than any server, embedded or not."""
+    if args.target or args.model or args.device == "cuda" or args.embedded_server:
+        return False
+    try:
+        import onnxruntime  # noqa: F401
+
+        import poolscore.server.inprocess  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -63,7 +63,12 @@ _BY_CODE = {
 def from_rpc_error(err: grpc.RpcError) -> PoolscoreError:
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
-    return _BY_CODE.get(code, PoolscoreError)(code, details or code.name)
+    return from_code(code, details or code.name)
+
+
+def from_code(code: grpc.StatusCode, message: str) -> PoolscoreError:
+    """The typed error a status maps to (the in-process scorer raises these too)."""
+    return _BY_CODE.get(code, PoolscoreError)(code, message)
 
 
 class Requests:

@@ -9,13 +9,14 @@ Average linkage needs the M(M−1)/2 pairwise distances: memory O(M²), reserved
 from __future__ import annotations
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
 
 
 def clusters_of(emb: np.ndarray, n_clusters: int) -> np.ndarray:
     """Each candidate's cluster label (0..), from an average-linkage tree cut into ≤ n_clusters."""
     if len(emb) <= n_clusters:
         return np.arange(len(emb))
+    from scipy.cluster.hierarchy import fcluster, linkage  # a quarter of a second to import: only when clustering
+
     tree = linkage(np.asarray(emb, np.float64), method="average", metric="euclidean")
     return fcluster(tree, t=n_clusters, criterion="maxclust") - 1
 
