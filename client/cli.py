@@ -157,8 +157,6 @@ def _client_args(args: argparse.Namespace) -> dict:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from poolscore.client import Client, results
     from poolscore.client.pools import check_file, count_rows
 
@@ -177,8 +175,7 @@ def _score(args: argparse.Namespace) -> int:
                    reference=args.reference, loss=args.loss)
     labeled = None if args.labeled is None else _labeled(args.labeled)
     rows = count_rows(args.pool, args.logits_column)
-    bar = tqdm(total=rows, unit="rows", unit_scale=True, desc=Path(args.pool).name or args.pool,
-               disable=args.no_progress or not sys.stderr.isatty(), file=sys.stderr)
+    bar = _bar(rows, Path(args.pool).name or args.pool, args.no_progress or not sys.stderr.isatty())
     if _in_process(args):  # no server: the pipeline here (server/inprocess.py), scored before one would start
         from poolscore.server import inprocess
 
@@ -196,6 +193,20 @@ def _score(args: argparse.Namespace) -> int:
                                      labeled=labeled, model=args.model, samples=args.samples,
                                      model_seed=args.model_seed, **options)
     return _written(top, args)
+
+
+class _NoBar(contextlib.nullcontext):
+    def update(self, n: int) -> None:
+        pass
+
+
+def _bar(rows: int | None, name: str, off: bool):
+    """tqdm's bar on a terminal; nothing (and no tqdm import) otherwise."""
+    if off:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=rows, unit="rows", unit_scale=True, desc=name, file=sys.stderr)
 
 
 def _written(top, args: argparse.Namespace) -> int:

@@ -11,8 +11,6 @@ import os
 from typing import Callable, Iterator
 
 import numpy as np
-from prometheus_client import CollectorRegistry
-
 from poolscore.client.errors import PoolscoreError as ClientError, from_code
 from poolscore.client.pools import Batch as ClientBatch, batches_of
 from poolscore.client.specs import TopK, strategy_spec
@@ -20,7 +18,6 @@ from poolscore.server import backends
 from poolscore.server.errors import PoolscoreError
 from poolscore.server.ingest.dtypes import wire_of
 from poolscore.server.ingest.tensors import Batch, RawTensor
-from poolscore.server.metrics import Metrics
 from poolscore.server.pipeline import Pipeline
 from poolscore.server.sessions.session import empty_state
 from poolscore.server.strategies import check_k
@@ -39,7 +36,7 @@ def score(pool, strategy: str, k: int, *, options: dict, columns: dict | None = 
         # every core: in process no gRPC threads need the other half (a server's --threads default)
         scoring = backends.load(backend, "cpu", compile="off", threads=len(os.sched_getaffinity(0)))
         try:
-            pipeline = Pipeline(scoring, Metrics(CollectorRegistry()))
+            pipeline = Pipeline(scoring, _Unmeasured())
             spec = msg.spec_of(strategy_spec(strategy, options))  # parsed exactly as a server parses it
             state = empty_state(spec, check_k(k, MAX_K), scoring)
             seq = 0
@@ -55,6 +52,25 @@ def score(pool, strategy: str, k: int, *, options: dict, columns: dict | None = 
             return TopK.from_pb(msg.top_to_pb(state))
         finally:
             scoring.close()
+
+
+class _Unmeasured:
+    """The pipeline's metrics, unkept: no Prometheus in a one-shot process (nor its import)."""
+
+    class _Timer:
+        def labels(self, *_):
+            return self
+
+        def time(self):
+            return contextlib.nullcontext()
+
+    kernel_seconds = _Timer()
+
+    def scored(self, *_) -> None:
+        pass
+
+    def inferred(self, *_) -> None:
+        pass
 
 
 def _batch(b: ClientBatch) -> Batch:

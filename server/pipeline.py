@@ -6,16 +6,18 @@ grpc or protobuf here. Raises BadInput (or UnknownStrategy) before anything is c
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from poolscore.server.backends.base import Array, Backend
 from poolscore.server.errors import BadInput
 from poolscore.server.ingest.tensors import Batch, check_ids, check_keys, rows_of
-from poolscore.server.metrics import Metrics
 from poolscore.server.models.feed import Feed
 from poolscore.server.strategies import STRATEGIES, Spec
+
+if TYPE_CHECKING:  # prometheus_client is imported by whoever makes the Metrics, not by the pipeline
+    from poolscore.server.metrics import Metrics
 
 
 @dataclass(frozen=True)
