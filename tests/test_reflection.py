@@ -44,3 +44,19 @@ def test_health_answers_for_each_served_service(app) -> None:
         except grpc.RpcError as err:
             code = err.code()
         assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_tool_can_call_the_inference_service_from_reflection_alone(app) -> None:
+    """What grpcurl does: types from reflection, nothing compiled in (a fresh descriptor pool)."""
+    from google.protobuf import descriptor_pool, message_factory
+
+    with grpc.insecure_channel(app.target) as channel:
+        pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        service = pool.FindServiceByName("inference.GRPCInferenceService")
+        method = service.methods_by_name["ModelMetadata"]
+        request_type = message_factory.GetMessageClass(method.input_type)
+        reply_type = message_factory.GetMessageClass(method.output_type)
+        call = channel.unary_unary(f"/{service.full_name}/{method.name}", request_serializer=request_type.SerializeToString,
+                                   response_deserializer=reply_type.FromString)
+        reply = call(request_type(name="entropy"), timeout=10)
+        assert reply.name == "entropy" and [o.name for o in reply.outputs] == ["scores"]

@@ -4,6 +4,8 @@ Tensor-carrying requests are read by wire.py (zero-copy) instead of protobuf's p
 from __future__ import annotations
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from poolscore.server.transport import wire
@@ -47,9 +49,10 @@ REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 def enable_reflection(server: grpc.Server, services: list[str]) -> None:
     """Server reflection under both names tools ask for: v1alpha (grpcio-reflection's) and v1,
     whose messages are the same fields under a new package, so v1 is the same servicer behind
-    v1's method path. Each lists every served service, OIP's included."""
+    v1's method path. Each lists every served service, OIP's included, from a pool of our own
+    (see _reflected)."""
     names = [*services, reflection.SERVICE_NAME, REFLECTION_V1]
-    servicer = reflection.ReflectionServicer(names)
+    servicer = reflection.ReflectionServicer(names, pool=_reflected())
     server.add_generic_rpc_handlers((
         grpc.method_handlers_generic_handler(reflection.SERVICE_NAME, {"ServerReflectionInfo": _reflection(servicer)}),
         grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": _reflection(servicer)})))
@@ -58,3 +61,48 @@ def enable_reflection(server: grpc.Server, services: list[str]) -> None:
 def _reflection(servicer) -> grpc.RpcMethodHandler:
     return grpc.stream_stream_rpc_method_handler(servicer.ServerReflectionInfo,
                                                  reflection_pb2.ServerReflectionRequest.FromString, _out)
+
+
+def _reflected() -> descriptor_pool.DescriptorPool:
+    """The descriptors reflection answers from. The OIP messages live in our package
+    (poolscore.v1.oip, so tritonclient's own definitions load beside them), but the service is
+    served at the protocol's path, inference.GRPCInferenceService: reflection describes it under
+    that name, with its messages renamed alike (the same fields, so the same wire), so that
+    `grpcurl describe inference.GRPCInferenceService` and calls through reflection work."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (pb, health_pb2, reflection_pb2):
+        _add(pool, module.DESCRIPTOR)
+    pool.AddSerializedFile(_renamed(oip.DESCRIPTOR, OIP_SERVICE.rsplit(".", 1)[0]).SerializeToString())
+    return pool
+
+
+def _add(pool: descriptor_pool.DescriptorPool, file) -> None:
+    for dependency in file.dependencies:
+        _add(pool, dependency)
+    try:
+        pool.FindFileByName(file.name)
+    except KeyError:
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.AddSerializedFile(proto.SerializeToString())
+
+
+def _renamed(file, package: str) -> descriptor_pb2.FileDescriptorProto:
+    proto = descriptor_pb2.FileDescriptorProto()
+    file.CopyToProto(proto)
+    old, new = f".{proto.package}.", f".{package}."
+    proto.package, proto.name = package, f"{package}/grpc_service.proto"
+
+    def retype(messages) -> None:
+        for message in messages:
+            for f in message.field:
+                if f.type_name.startswith(old):
+                    f.type_name = new + f.type_name[len(old):]
+            retype(message.nested_type)
+
+    retype(proto.message_type)
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = new + method.input_type[len(old):]
+            method.output_type = new + method.output_type[len(old):]
+    return proto
