@@ -13,6 +13,11 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! c
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || $sudo service prometheus stop >/dev/null 2>&1 || true
 fi
 
+# buf (lint and breaking-change checks of proto/, tests/test_buf.py), from the npm registry into .tools/
+if [ ! -x .tools/node_modules/.bin/buf ]; then
+    npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0 >/dev/null
+fi
+
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # constraints.txt pins torch to the CPU build; the package itself never pins it

@@ -11,7 +11,7 @@ import pytest
 
 import reference as ref
 from poolscore.client import Client
-from poolscore.v1 import inference_pb2 as oip
+from poolscore.v1.oip import inference_pb2 as oip
 from poolscore.v1 import scoring_pb2 as pb
 
 DOCUMENTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,

@@ -11,7 +11,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from poolscore.server.transport import wire
 from poolscore.server.transport.oip import SERVICE as OIP_SERVICE, InferenceServicer
 from poolscore.server.transport.poolscorer import PoolScorer
-from poolscore.v1 import inference_pb2 as oip, scoring_pb2 as pb
+from poolscore.v1 import scoring_pb2 as pb
+from poolscore.v1.oip import inference_pb2 as oip
 
 SERVICE = pb.DESCRIPTOR.services_by_name["PoolScorer"].full_name
 

@@ -28,7 +28,7 @@ from poolscore.server.pipeline import Pipeline, Scored
 from poolscore.server.strategies import STRATEGIES, Spec, Strategy, options_from, parse_spec
 from poolscore.server.strategies.options import NAMES as OPTION_NAMES
 from poolscore.server.transport.statuses import maps_errors
-from poolscore.v1 import inference_pb2 as oip
+from poolscore.v1.oip import inference_pb2 as oip
 
 SERVICE = "inference.GRPCInferenceService"  # the protocol's service path (see inference.proto)
 _TYPED = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT64": "int64_contents", "INT32": "int_contents"}

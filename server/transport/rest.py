@@ -25,7 +25,7 @@ from poolscore.server.errors import BadInput, BadToken, ModelNotFound, OverLimit
 from poolscore.server.ingest.dtypes import BY_WIRE
 from poolscore.server.transport.auth import Principals
 from poolscore.server.transport.oip import InferenceServicer
-from poolscore.v1 import inference_pb2 as oip
+from poolscore.v1.oip import inference_pb2 as oip
 
 log = logging.getLogger(__name__)
 

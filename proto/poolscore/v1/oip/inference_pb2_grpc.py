@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from poolscore.v1 import inference_pb2 as poolscore_dot_v1_dot_inference__pb2
+from poolscore.v1.oip import inference_pb2 as poolscore_dot_v1_dot_oip_dot_inference__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in poolscore/v1/inference_pb2_grpc.py depends on'
+        + ' but the generated code in poolscore/v1/oip/inference_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,33 +36,33 @@ class GRPCInferenceServiceStub:
         """
         self.ServerLive = channel.unary_unary(
                 '/poolscore.v1.oip.GRPCInferenceService/ServerLive',
-                request_serializer=poolscore_dot_v1_dot_inference__pb2.ServerLiveRequest.SerializeToString,
-                response_deserializer=poolscore_dot_v1_dot_inference__pb2.ServerLiveResponse.FromString,
+                request_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerLiveRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerLiveResponse.FromString,
                 _registered_method=True)
         self.ServerReady = channel.unary_unary(
                 '/poolscore.v1.oip.GRPCInferenceService/ServerReady',
-                request_serializer=poolscore_dot_v1_dot_inference__pb2.ServerReadyRequest.SerializeToString,
-                response_deserializer=poolscore_dot_v1_dot_inference__pb2.ServerReadyResponse.FromString,
+                request_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerReadyRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerReadyResponse.FromString,
                 _registered_method=True)
         self.ModelReady = channel.unary_unary(
                 '/poolscore.v1.oip.GRPCInferenceService/ModelReady',
-                request_serializer=poolscore_dot_v1_dot_inference__pb2.ModelReadyRequest.SerializeToString,
-                response_deserializer=poolscore_dot_v1_dot_inference__pb2.ModelReadyResponse.FromString,
+                request_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelReadyRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelReadyResponse.FromString,
                 _registered_method=True)
         self.ServerMetadata = channel.unary_unary(
                 '/poolscore.v1.oip.GRPCInferenceService/ServerMetadata',
-                request_serializer=poolscore_dot_v1_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
-                response_deserializer=poolscore_dot_v1_dot_inference__pb2.ServerMetadataResponse.FromString,
+                request_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelMetadata = channel.unary_unary(
                 '/poolscore.v1.oip.GRPCInferenceService/ModelMetadata',
-                request_serializer=poolscore_dot_v1_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
-                response_deserializer=poolscore_dot_v1_dot_inference__pb2.ModelMetadataResponse.FromString,
+                request_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelMetadataResponse.FromString,
                 _registered_method=True)
         self.ModelInfer = channel.unary_unary(
                 '/poolscore.v1.oip.GRPCInferenceService/ModelInfer',
-                request_serializer=poolscore_dot_v1_dot_inference__pb2.ModelInferRequest.SerializeToString,
-                response_deserializer=poolscore_dot_v1_dot_inference__pb2.ModelInferResponse.FromString,
+                request_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
 
 
@@ -110,33 +110,33 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ServerLive': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerLive,
-                    request_deserializer=poolscore_dot_v1_dot_inference__pb2.ServerLiveRequest.FromString,
-                    response_serializer=poolscore_dot_v1_dot_inference__pb2.ServerLiveResponse.SerializeToString,
+                    request_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerLiveRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerLiveResponse.SerializeToString,
             ),
             'ServerReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerReady,
-                    request_deserializer=poolscore_dot_v1_dot_inference__pb2.ServerReadyRequest.FromString,
-                    response_serializer=poolscore_dot_v1_dot_inference__pb2.ServerReadyResponse.SerializeToString,
+                    request_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerReadyRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerReadyResponse.SerializeToString,
             ),
             'ModelReady': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelReady,
-                    request_deserializer=poolscore_dot_v1_dot_inference__pb2.ModelReadyRequest.FromString,
-                    response_serializer=poolscore_dot_v1_dot_inference__pb2.ModelReadyResponse.SerializeToString,
+                    request_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelReadyRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelReadyResponse.SerializeToString,
             ),
             'ServerMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ServerMetadata,
-                    request_deserializer=poolscore_dot_v1_dot_inference__pb2.ServerMetadataRequest.FromString,
-                    response_serializer=poolscore_dot_v1_dot_inference__pb2.ServerMetadataResponse.SerializeToString,
+                    request_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerMetadataRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerMetadataResponse.SerializeToString,
             ),
             'ModelMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelMetadata,
-                    request_deserializer=poolscore_dot_v1_dot_inference__pb2.ModelMetadataRequest.FromString,
-                    response_serializer=poolscore_dot_v1_dot_inference__pb2.ModelMetadataResponse.SerializeToString,
+                    request_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelMetadataRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelMetadataResponse.SerializeToString,
             ),
             'ModelInfer': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelInfer,
-                    request_deserializer=poolscore_dot_v1_dot_inference__pb2.ModelInferRequest.FromString,
-                    response_serializer=poolscore_dot_v1_dot_inference__pb2.ModelInferResponse.SerializeToString,
+                    request_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -164,8 +164,8 @@ class GRPCInferenceService:
             request,
             target,
             '/poolscore.v1.oip.GRPCInferenceService/ServerLive',
-            poolscore_dot_v1_dot_inference__pb2.ServerLiveRequest.SerializeToString,
-            poolscore_dot_v1_dot_inference__pb2.ServerLiveResponse.FromString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerLiveRequest.SerializeToString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerLiveResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -191,8 +191,8 @@ class GRPCInferenceService:
             request,
             target,
             '/poolscore.v1.oip.GRPCInferenceService/ServerReady',
-            poolscore_dot_v1_dot_inference__pb2.ServerReadyRequest.SerializeToString,
-            poolscore_dot_v1_dot_inference__pb2.ServerReadyResponse.FromString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerReadyRequest.SerializeToString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -218,8 +218,8 @@ class GRPCInferenceService:
             request,
             target,
             '/poolscore.v1.oip.GRPCInferenceService/ModelReady',
-            poolscore_dot_v1_dot_inference__pb2.ModelReadyRequest.SerializeToString,
-            poolscore_dot_v1_dot_inference__pb2.ModelReadyResponse.FromString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelReadyRequest.SerializeToString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelReadyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -245,8 +245,8 @@ class GRPCInferenceService:
             request,
             target,
             '/poolscore.v1.oip.GRPCInferenceService/ServerMetadata',
-            poolscore_dot_v1_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
-            poolscore_dot_v1_dot_inference__pb2.ServerMetadataResponse.FromString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerMetadataRequest.SerializeToString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ServerMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -272,8 +272,8 @@ class GRPCInferenceService:
             request,
             target,
             '/poolscore.v1.oip.GRPCInferenceService/ModelMetadata',
-            poolscore_dot_v1_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
-            poolscore_dot_v1_dot_inference__pb2.ModelMetadataResponse.FromString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelMetadataRequest.SerializeToString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -299,8 +299,8 @@ class GRPCInferenceService:
             request,
             target,
             '/poolscore.v1.oip.GRPCInferenceService/ModelInfer',
-            poolscore_dot_v1_dot_inference__pb2.ModelInferRequest.SerializeToString,
-            poolscore_dot_v1_dot_inference__pb2.ModelInferResponse.FromString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferRequest.SerializeToString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferResponse.FromString,
             options,
             channel_credentials,
             insecure,

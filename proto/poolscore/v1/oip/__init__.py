@@ -1,0 +1,1 @@
+"""The Open Inference Protocol messages poolscore answers (generated from inference.proto)."""
