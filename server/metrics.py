@@ -1,11 +1,55 @@
 """Prometheus metrics on a registry passed in (never the global one), moved once per batch."""
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 from prometheus_client import (
     GC_COLLECTOR, CollectorRegistry, Counter, Gauge, GCCollector, Histogram, Info, PlatformCollector, ProcessCollector,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+# acquisition scores span [0, 1] (margin, ratio, variation ratios) to [0, log C] (entropies, BALD) and beyond (EGL)
+SCORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
+SCORE_SAMPLE = 1024  # scores per batch that the histogram takes, evenly strided: O(1) per batch, whatever N
+
+
+class ScoreHistogram(Collector):
+    """poolscore_score_sample: the distribution of the acquisition scores themselves, by strategy,
+    from an evenly strided sample of each batch (counted in bulk, never per item in Python),
+    so a team sees its pool's uncertainty drift between rounds."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._bounds = np.asarray(SCORE_BUCKETS)
+        self._by_strategy: dict[str, list] = {}  # strategy → [counts per bucket (+Inf last), sum]
+        self._lock = threading.Lock()  # guards _by_strategy; held for a few array additions only
+        registry.register(self)
+
+    def observe(self, strategy: str, scores: np.ndarray) -> None:
+        if not len(scores):
+            return
+        sample = np.asarray(scores[:: max(1, len(scores) // SCORE_SAMPLE)], np.float64)
+        sample = sample[np.isfinite(sample)]
+        counts = np.bincount(np.searchsorted(self._bounds, sample, side="left"), minlength=len(self._bounds) + 1)
+        with self._lock:
+            held = self._by_strategy.setdefault(strategy, [np.zeros(len(self._bounds) + 1, np.int64), 0.0])
+            held[0] += counts
+            held[1] += float(sample.sum())
+
+    def collect(self):
+        family = HistogramMetricFamily("poolscore_score_sample", "Acquisition scores, by strategy: an evenly strided "
+                                       f"sample of up to {SCORE_SAMPLE} per batch.", labels=["strategy"])
+        with self._lock:
+            held = {k: (v[0].copy(), v[1]) for k, v in self._by_strategy.items()}
+        for strategy, (counts, total) in held.items():
+            cumulative = np.cumsum(counts)
+            buckets = [(format(b, "g"), int(c)) for b, c in zip(SCORE_BUCKETS, cumulative)] + [("+Inf", int(cumulative[-1]))]
+            family.add_metric([strategy], buckets, total)
+        yield family
 
 
 class Metrics:
@@ -43,6 +87,7 @@ class Metrics:
         self.errors = Counter("poolscore_errors_total", "RPCs that ended in an error, by gRPC code.",
                               ["code"], registry=registry)
         self.compiled = Gauge("poolscore_compiled_kernels", "Kernels compiled and serving.", registry=registry)
+        self.score_sample = ScoreHistogram(registry)
         self.auth_failures = Counter("poolscore_auth_failures", "Calls refused UNAUTHENTICATED, by reason "
                                      "(bad_token, rate_limited: the peer failed too often).", ["reason"], registry=registry)
         self.checkpoint_seconds = Histogram("poolscore_checkpoint_duration_seconds",

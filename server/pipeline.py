@@ -50,7 +50,14 @@ class Pipeline:
                 raise
             raise err.in_batch(seq, first_row) from None
         self.metrics.scored(spec.strategy.name, self.backend.device_type, scored.rows, scored.nbytes)
+        if scored.rows and spec.selection.kind == "top_k":  # a selection's keys are not its scores
+            self.metrics.score_sample.observe(spec.strategy.name, self._sample(scored.scores))
         return scored
+
+    def _sample(self, scores: Array) -> np.ndarray:
+        """An evenly strided sample of a batch's scores on the host (a small copy from a GPU)."""
+        step = max(1, int(scores.shape[0]) // 1024)
+        return self.backend.to_numpy(scores[::step])
 
     def _score(self, spec: Spec, batch: Batch, first_row: int, feed: Feed | None) -> Scored:
         keys = list(batch.keys)

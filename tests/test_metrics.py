@@ -70,6 +70,10 @@ def test_requests_are_counted_by_rpc_and_code_beside_the_process_and_build_serie
     assert re.search(r'poolscore_build_info\{backend="torch",device="[^"]+",version="[^"]+"\} 1\.0', text)
     limit = float(re.search(r"^poolscore_session_memory_limit_bytes (\S+)$", text, re.M).group(1))
     assert limit == 4096 * 2**20 and re.search(r"^poolscore_session_memory_reserved_bytes 0\.0$", text, re.M)
+    # the acquisition scores themselves: every one of the 1234 (a sample of up to 1024 per batch), ratio in (0, 1]
+    assert 'poolscore_score_sample_count{strategy="ratio"} 1234.0' in text
+    assert 'poolscore_score_sample_bucket{le="1",strategy="ratio"} 1234.0' in text
+    assert 'poolscore_score_sample_bucket{le="0.001",strategy="ratio"} 0.0' in text
 
 
 def test_other_paths_on_the_metrics_port_are_404(scored_app) -> None:
