@@ -82,3 +82,26 @@ def test_a_misspelled_parameter_or_input_name_is_refused_by_name(served) -> None
     with pytest.raises(InferenceServerException, match="inputs.logit: scorer entropy takes inputs named logits"):
         infer(target, "entropy", {"logit": z})
     assert infer(target, "entropy", {"logits": z}, parameters={"temperature": 2.0}).as_numpy("scores").shape == (5,)
+
+
+def test_model_config_repository_index_and_statistics_through_tritonclient(served) -> None:
+    target, _ = served
+    client = triton.InferenceServerClient(url=target)
+    config = client.get_model_config("digits_onnx").config
+    assert config.name == "digits_onnx" and config.max_batch_size == 500
+    assert [(i.name, list(i.dims)) for i in config.input] == [("x", [64])]  # Triton's dims: no batch axis
+    assert {o.name for o in config.output} == {"logits", "embedding", "scores"}
+    assert client.get_model_config("entropy").config.input[0].name == "logits"
+    index = {m.name: m for m in client.get_model_repository_index().models}
+    assert index["digits_onnx"].state == "READY" and index["entropy"].state == "READY"
+    assert index["broken"].state == "UNAVAILABLE" and "float31" in index["broken"].reason
+    assert "broken" not in {m.name for m in client.get_model_repository_index(as_json=False).models if m.state == "READY"}
+    before = client.get_inference_statistics("digits_onnx").model_stats[0].inference_count
+    infer(target, "digits_onnx", {"x": X[:30]})
+    with pytest.raises(InferenceServerException):
+        infer(target, "digits_onnx", {"x": X[:3, :10]})  # a wrong width: a failure, counted
+    stats = client.get_inference_statistics("digits_onnx").model_stats[0]
+    assert stats.inference_count == before + 30 and stats.inference_stats.fail.count >= 1
+    assert stats.inference_stats.success.ns > 0 and stats.last_inference > 0
+    with pytest.raises(InferenceServerException, match="nope"):
+        client.get_model_config("nope")

@@ -133,3 +133,20 @@ def test_current_tritonclient_http_calls_the_rest_endpoints(rest, rng: np.random
     from importlib.metadata import version
 
     print(f"\ntritonclient {version('tritonclient')} over HTTP: JSON and binary, float parameters: ok")
+
+
+def test_config_stats_and_the_repository_index_over_rest(rest) -> None:
+    base, _, _ = rest
+    config = json.loads(call(f"{base}/v2/models/digits_onnx/config")[2])
+    assert config["name"] == "digits_onnx" and config["input"][0]["dims"] == ["64"]  # int64s are strings in proto JSON
+    index = json.loads(call(f"{base}/v2/repository/index", b"{}")[2])
+    assert {"name": "digits_onnx", "version": "1", "state": "READY"} in index
+    ready = json.loads(call(f"{base}/v2/repository/index", json.dumps({"ready": True}).encode())[2])
+    assert all(m["state"] == "READY" for m in ready) and len(ready) < len(index)
+    body = {"inputs": [{"name": "logits", "shape": [3, 2], "datatype": "FP32", "data": [0.0] * 6}]}
+    call(f"{base}/v2/models/margin/infer", json.dumps(body).encode())
+    stats = json.loads(call(f"{base}/v2/models/margin/stats")[2])["model_stats"][0]
+    assert stats["name"] == "margin" and int(stats["inference_count"]) >= 3
+    every = json.loads(call(f"{base}/v2/models/stats")[2])["model_stats"]
+    assert "margin" in {m["name"] for m in every}
+    assert call(f"{base}/v2/models/nope/config")[0] == 404

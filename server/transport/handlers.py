@@ -39,7 +39,9 @@ def poolscorer(s: PoolScorer) -> grpc.GenericRpcHandler:
 def inference(s: InferenceServicer) -> grpc.GenericRpcHandler:
     calls = {"ServerLive": oip.ServerLiveRequest, "ServerReady": oip.ServerReadyRequest,
              "ModelReady": oip.ModelReadyRequest, "ServerMetadata": oip.ServerMetadataRequest,
-             "ModelMetadata": oip.ModelMetadataRequest, "ModelInfer": oip.ModelInferRequest}
+             "ModelMetadata": oip.ModelMetadataRequest, "ModelInfer": oip.ModelInferRequest,
+             "ModelConfig": oip.ModelConfigRequest, "RepositoryIndex": oip.RepositoryIndexRequest,
+             "ModelStatistics": oip.ModelStatisticsRequest}
     return grpc.method_handlers_generic_handler(OIP_SERVICE, {
         name: grpc.unary_unary_rpc_method_handler(getattr(s, name), wire.message(req), _out) for name, req in calls.items()})
 

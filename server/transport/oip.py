@@ -12,6 +12,7 @@ as PoolScorer's batches: one decoding, one validation, the same metrics.
 from __future__ import annotations
 
 import math
+import time
 
 import grpc
 import numpy as np
@@ -27,6 +28,7 @@ from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline, Scored
 from poolscore.server.strategies import STRATEGIES, Spec, Strategy, options_from, parse_spec
 from poolscore.server.strategies.options import NAMES as OPTION_NAMES
+from poolscore.server.transport import oip_extensions as ext
 from poolscore.server.transport.statuses import maps_errors
 from poolscore.v1.oip import inference_pb2 as oip
 
@@ -39,6 +41,28 @@ class InferenceServicer:
     def __init__(self, backend: Backend, models: ModelRepository, pipeline: Pipeline, metrics: Metrics,
                  version: str) -> None:
         self.backend, self.models, self.pipeline, self.metrics, self.version = backend, models, pipeline, metrics, version
+        self.statistics = ext.Statistics()
+
+    @maps_errors
+    def ModelConfig(self, req: oip.ModelConfigRequest, context: grpc.ServicerContext) -> oip.ModelConfigResponse:
+        return ext.model_config(req.name, self.models, _is_scorer)
+
+    @maps_errors
+    def RepositoryIndex(self, req: oip.RepositoryIndexRequest, context: grpc.ServicerContext) -> oip.RepositoryIndexResponse:
+        return self.index(req.ready)
+
+    def index(self, ready_only: bool) -> oip.RepositoryIndexResponse:
+        return ext.repository_index(self.models, [n for n in STRATEGIES if _is_scorer(n)], ready_only)
+
+    @maps_errors
+    def ModelStatistics(self, req: oip.ModelStatisticsRequest, context: grpc.ServicerContext) -> oip.ModelStatisticsResponse:
+        return self.stats(req.name)
+
+    def stats(self, name: str) -> oip.ModelStatisticsResponse:
+        """One model's statistics, or ("") every model inferred with so far."""
+        if name and not self.ready(name):
+            raise ModelNotFound(name)
+        return self.statistics.reply([name] if name else self.statistics.used())
 
     @maps_errors
     def ServerLive(self, req: oip.ServerLiveRequest, context: grpc.ServicerContext) -> oip.ServerLiveResponse:
@@ -90,7 +114,20 @@ class InferenceServicer:
         return self.infer(req)
 
     def infer(self, req: oip.ModelInferRequest) -> oip.ModelInferResponse:
-        """One inference, as the gRPC ModelInfer and the REST /infer both ask for it."""
+        """One inference, as the gRPC ModelInfer and the REST /infer both ask for it (counted in
+        the model's statistics when the model exists)."""
+        start = time.perf_counter_ns()
+        try:
+            reply = self._infer(req)
+        except Exception:
+            if self.ready(req.model_name):
+                self.statistics.record(req.model_name, 0, False, time.perf_counter_ns() - start)
+            raise
+        rows = reply.outputs[0].shape[0] if reply.outputs and reply.outputs[0].shape else 0
+        self.statistics.record(req.model_name, rows, True, time.perf_counter_ns() - start)
+        return reply
+
+    def _infer(self, req: oip.ModelInferRequest) -> oip.ModelInferResponse:
         tensors, options = _inputs(req), _parameters(req.parameters)
         if req.model_name in self.models.models:
             outputs = self._hosted(req.model_name, tensors, options)

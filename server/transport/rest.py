@@ -5,6 +5,7 @@ infer, so curl and HTTP clients (tritonclient.http) work as they do against Trit
     GET  /v2                                     server metadata
     GET  /v2/models/NAME[/versions/V]            model metadata;  .../ready: 200 or 400
     POST /v2/models/NAME[/versions/V]/infer      JSON tensors, or Triton's binary tensor extension
+    GET  /v2/models/NAME/config, .../stats, /v2/models/stats; POST /v2/repository/index   (Triton's)
 
 Each request becomes the gRPC facade's protobuf request and goes through the same code
 (oip.py), so the two protocols cannot drift apart. Errors are `{"error": "..."}` with a 400
@@ -24,6 +25,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from poolscore.server.errors import BadInput, BadToken, ModelNotFound, OverLimit, PoolscoreError, UnknownStrategy
 from poolscore.server.ingest.dtypes import BY_WIRE
 from poolscore.server.transport.auth import Principals
+from poolscore.server.transport import oip_extensions as ext
 from poolscore.server.transport.oip import InferenceServicer
 from poolscore.v1.oip import inference_pb2 as oip
 
@@ -61,12 +63,21 @@ class Rest:
             return _json({parts[2]: True})
         if method == "GET" and parts == ["v2"]:
             return _json({"name": "poolscore", "version": self.oip.version, "extensions": ["binary_tensor_data"]})
+        if method == "GET" and parts == ["v2", "models", "stats"]:
+            return _json(_dict(self.oip.stats("")))
+        if method == "POST" and parts == ["v2", "repository", "index"]:
+            ready = bool(_body(environ, self.max_bytes).get("ready", False))
+            return _json([_dict(m) for m in self.oip.index(ready).models])
         if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
             name, rest = parts[2], parts[3:]
             if rest[:1] == ["versions"]:
                 rest = rest[2:]  # one version of each model: "1", whatever is asked
             if method == "GET" and rest == []:
-                return _json(json_format.MessageToDict(self.oip.metadata(name), preserving_proto_field_name=True))
+                return _json(_dict(self.oip.metadata(name)))
+            if method == "GET" and rest == ["config"]:
+                return _json(_dict(ext.model_config(name, self.oip.models, self.oip.ready).config))
+            if method == "GET" and rest == ["stats"]:
+                return _json(_dict(self.oip.stats(name)))
             if method == "GET" and rest == ["ready"]:
                 ready = self.oip.ready(name)
                 return ("200 OK" if ready else "400 Bad Request"), [("Content-Type", "application/json")], \
@@ -152,6 +163,21 @@ def _reply(reply: oip.ModelInferResponse, binary: bool) -> tuple[str, list, byte
     if binary:
         headers.append(("Inference-Header-Content-Length", str(len(head))))
     return "200 OK", headers, head + b"".join(blobs)
+
+
+def _dict(message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _body(environ, most: int) -> dict:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length > most:
+        raise OverLimit(f"request: {length} bytes, over the limit of {most} (--max-message-bytes)")
+    raw = environ["wsgi.input"].read(length) if length else b""
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError as err:
+        raise BadInput("body", f"not JSON: {err}") from None
 
 
 def _json(value) -> tuple[str, list, bytes]:

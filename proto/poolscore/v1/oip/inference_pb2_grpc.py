@@ -64,6 +64,21 @@ class GRPCInferenceServiceStub:
                 request_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
+        self.ModelConfig = channel.unary_unary(
+                '/poolscore.v1.oip.GRPCInferenceService/ModelConfig',
+                request_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelConfigResponse.FromString,
+                _registered_method=True)
+        self.RepositoryIndex = channel.unary_unary(
+                '/poolscore.v1.oip.GRPCInferenceService/RepositoryIndex',
+                request_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.RepositoryIndexResponse.FromString,
+                _registered_method=True)
+        self.ModelStatistics = channel.unary_unary(
+                '/poolscore.v1.oip.GRPCInferenceService/ModelStatistics',
+                request_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelStatisticsRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelStatisticsResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -105,6 +120,27 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelConfig(self, request, context):
+        """Triton's extensions that tools ask for (tritonclient's get_model_config,
+        get_model_repository_index, get_inference_statistics): subsets of its messages, with the
+        same field numbers, so they read what they know and skip what poolscore does not fill.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepositoryIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelStatistics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +173,21 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelInfer,
                     request_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferRequest.FromString,
                     response_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferResponse.SerializeToString,
+            ),
+            'ModelConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelConfig,
+                    request_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelConfigRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelConfigResponse.SerializeToString,
+            ),
+            'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryIndex,
+                    request_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.RepositoryIndexRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.RepositoryIndexResponse.SerializeToString,
+            ),
+            'ModelStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelStatistics,
+                    request_deserializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelStatisticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +352,87 @@ class GRPCInferenceService:
             '/poolscore.v1.oip.GRPCInferenceService/ModelInfer',
             poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferRequest.SerializeToString,
             poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poolscore.v1.oip.GRPCInferenceService/ModelConfig',
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelConfigRequest.SerializeToString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poolscore.v1.oip.GRPCInferenceService/RepositoryIndex',
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.RepositoryIndexRequest.SerializeToString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.RepositoryIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poolscore.v1.oip.GRPCInferenceService/ModelStatistics',
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelStatisticsRequest.SerializeToString,
+            poolscore_dot_v1_dot_oip_dot_inference__pb2.ModelStatisticsResponse.FromString,
             options,
             channel_credentials,
             insecure,
