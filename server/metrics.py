@@ -80,6 +80,9 @@ class Metrics:
         self.batch_seconds = Histogram("poolscore_batch_duration_seconds",
                                        "Time to decode, score and merge one batch.",
                                        ["rpc"], buckets=_LATENCY, registry=registry)
+        self.queue_seconds = Histogram("poolscore_queue_duration_seconds",
+                                       "Time a received batch waited (read ahead) before its scoring began.",
+                                       buckets=_LATENCY, registry=registry)
         self.kernel_seconds = Histogram("poolscore_kernel_duration_seconds",
                                         "Time in the scoring kernel for one batch.",
                                         ["strategy"], buckets=_LATENCY, registry=registry)

@@ -66,6 +66,7 @@ def test_requests_are_counted_by_rpc_and_code_beside_the_process_and_build_serie
     assert 'poolscore_requests_total{code="OK",rpc="ScorePool"} 1.0' in text  # the error ratio's numerator and denominator
     assert 'poolscore_requests_total{code="INVALID_ARGUMENT",rpc="ScoreBatch"} 1.0' in text
     assert 'poolscore_request_duration_seconds_count{rpc="ScorePool"} 1.0' in text
+    assert re.search(r"^poolscore_queue_duration_seconds_count [1-9]", text, re.M)  # the pool's messages waited, counted
     assert "process_resident_memory_bytes" in text and "python_info{" in text and "python_gc_objects_collected_total" in text
     assert re.search(r'poolscore_build_info\{backend="torch",device="[^"]+",version="[^"]+"\} 1\.0', text)
     limit = float(re.search(r"^poolscore_session_memory_limit_bytes (\S+)$", text, re.M).group(1))

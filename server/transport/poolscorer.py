@@ -179,7 +179,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def _stream(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[Parsed]:
         """The stream's requests, read ahead, closed when idle. The caller has taken a stream slot."""
         return read_ahead(requests, active=context.is_active, idle_s=self.config.stream_idle_s,
-                          budget=self._read_ahead, size=_size, pumps=self._pumps)
+                          budget=self._read_ahead, size=_size, pumps=self._pumps, waited=self.metrics.queue_seconds.observe)
 
     def _scored(self, session: Session, state: State, seq: int, req: Parsed, digest: int | None = None) -> State:
         """Batch `seq` scored and merged into `state`, or an error with the session untouched."""

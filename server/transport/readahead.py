@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Executor
 from typing import Callable, Iterator, TypeVar
 
@@ -34,13 +35,15 @@ class _Failed:
 
 def read_ahead(requests: Iterator[T], depth: int = 2, active: Callable[[], bool] = lambda: True,
                idle_s: float | None = None, budget: ByteBudget | None = None,
-               size: Callable[[T], int] = lambda item: 0, pumps: Executor | None = None) -> Iterator[T]:
+               size: Callable[[T], int] = lambda item: 0, pumps: Executor | None = None,
+               waited: Callable[[float], None] = lambda seconds: None) -> Iterator[T]:
     """The same items in the same order, received by a thread up to `depth` ahead. Once
     `active()` is false (the caller went away), items already received are not handed on.
     StreamIdle when nothing arrives from the caller for `idle_s` seconds. With a budget, an
     item's `size` bytes are held while it waits in the queue (so a consumer that is slow to
     come back, say a client not reading its acks, holds none). `pumps` runs the receiving
-    thread (a server's pool: starting a thread per call cost more than the call)."""
+    thread (a server's pool: starting a thread per call cost more than the call). `waited` is
+    told how long each item sat received before it was handed on (the queue time)."""
     ready: queue.Queue = queue.Queue(depth)
     stop, waiting_room = threading.Event(), threading.Event()
     budget = budget or ByteBudget(2**62)
@@ -54,7 +57,7 @@ def read_ahead(requests: Iterator[T], depth: int = 2, active: Callable[[], bool]
                 waiting_room.clear()
                 if not took:
                     return
-                ready.put((item, n))
+                ready.put((item, n, time.perf_counter()))
                 if stop.is_set():  # the consumer left while we put: what is queued is ours to give back
                     _drain(ready, budget)
                     return
@@ -73,8 +76,9 @@ def read_ahead(requests: Iterator[T], depth: int = 2, active: Callable[[], bool]
         while (got := _next(ready, idle_s, waiting_room)) is not _END and active():
             if isinstance(got, _Failed):
                 raise got.error
-            item, n = got
+            item, n, received = got
             budget.give(n)  # out of the queue: its bytes are the consumer's now
+            waited(time.perf_counter() - received)
             yield item
     finally:
         # The consumer is done (or failed): stop the pump, and make room for the one put
