@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from poolscore.client.pools import Batch
-from poolscore.client.tensors import wire_dtype
+from poolscore.client.tensors import narrowed, wire_dtype
 from poolscore.v1 import scoring_pb2 as pb
 
 # tensor-valued field numbers (scoring.proto)
@@ -59,13 +59,19 @@ def labeled_requests(labeled: np.ndarray | None, batch_bytes: int):
         yield b"".join(tensor_parts(LABELED, labeled[start:start + step]))
 
 
-def encode(small, batch: Batch, numbers: dict[str, int]) -> bytes:
-    """`small` (a message without tensors) plus the batch's tensors, as one message's bytes."""
+def encode(small, batch: Batch, numbers: dict[str, int], narrow: str | None = None) -> bytes:
+    """`small` (a message without tensors) plus the batch's tensors, as one message's bytes.
+    `narrow` ("float16", "bfloat16"): logits and embeddings go as that dtype (a model's raw
+    inputs never: they go as the model takes them)."""
     parts: list = [small.SerializeToString()]
     if batch.keys is not None and isinstance(small, pb.ScoreRequest):
         parts[0] = pb.ScoreRequest(keys=batch.keys).SerializeToString() + parts[0]
+    hosted = numbers["logits"] in (SCORE_REQUEST_INPUTS["logits"], SCORE_BATCH_REQUEST_INPUTS["logits"])
     for name in ("logits", "embedding", "ids"):
         array = getattr(batch, name)
         if array is not None:
-            parts += tensor_parts(numbers[name], np.asarray(array))
+            array = np.asarray(array)
+            if name != "ids" and not (hosted and name == "logits"):
+                array = narrowed(array, narrow)  # one batch at a time: the pool is never copied whole
+            parts += tensor_parts(numbers[name], array)
     return b"".join(parts)
