@@ -136,6 +136,11 @@ def build_server(config: ServeConfig) -> App:
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
+    if config.uds:  # same-host clients skip TCP: the same services, auth and TLS
+        Path(config.uds).unlink(missing_ok=True)  # a socket file left by a killed server
+        unix = f"unix:{config.uds}"
+        if (server.add_secure_port(unix, credentials) if credentials else server.add_insecure_port(unix)) == 0:
+            raise OSError(f"could not bind the Unix socket {config.uds} (--uds)")
     http, metrics_port = _serve_metrics(config, metrics)
     health_server, health_port = _health_only(config, checker)
     rest = rest_serve(Rest(inference, principals, config.max_message_bytes), config.host, config.http_port) \

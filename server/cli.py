@@ -42,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     metrics = f", metrics on http://{config.host}:{app.metrics_port}/metrics" if app.metrics_port else ""
     probes = f", plaintext health on {config.host}:{app.health_port}" if app.health_port else ""
     probes += f", KServe v2 REST on http://{config.host}:{app.http_port}/v2" if app.http_port else ""
+    probes += f", and on unix:{config.uds}" if config.uds else ""
     print(f"poolscore listening on {config.host}:{app.port}{metrics}{probes}", file=sys.stderr, flush=True)
     if config.state_dir:
         store = app.scorer.sessions

@@ -41,6 +41,7 @@ class ServeConfig:
     tls_key: str = ""  # PEM private key of --tls-cert
     tls_client_ca: str = ""  # PEM CA bundle: require client certificates signed by it (mTLS)
     cert_principals: bool = False  # mTLS: a call with no token is the principal cert:<its certificate's CN>
+    uds: str = ""  # also listen on this Unix domain socket path (same-host clients: Client("unix:PATH"))
     http_port: int = -1  # KServe v2 REST (health, metadata, infer) on this port, as Triton's 8000; 0: free; -1: off
     health_port: int = -1  # a plaintext port serving only grpc.health.v1 (kubelet probes of a TLS server); 0: free; -1: off
     auth_failures: int = 20  # failed authentications a peer may make at once; then one more per second
