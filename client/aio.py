@@ -24,7 +24,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poolscore.client import tensors, wire
-from poolscore.client.client import _room
+from poolscore.client.client import _room, channel_args
 from poolscore.client.errors import SequenceGap, Unavailable, from_rpc_error
 from poolscore.client.pools import Batch, as_ids, batches_of
 from poolscore.client.specs import TopK, model_spec, strategy_spec
@@ -53,15 +53,10 @@ class AsyncClient:
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._batch_bytes = min(batch_bytes, _room(max_message_bytes))
-        options = [("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.max_receive_message_length", max_message_bytes)]
-        secure = target.startswith("grpcs://") or tls or any((root_certificates, private_key, certificate_chain))
-        self.target = target.removeprefix("grpcs://").removeprefix("grpc://")
-        if secure:
-            creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
-            self._channel = grpc.aio.secure_channel(self.target, creds, options=options)
-        else:
-            self._channel = grpc.aio.insecure_channel(self.target, options=options)
+        self.target, creds, options = channel_args(target, max_message_bytes, tls, root_certificates, private_key,
+                                                   certificate_chain)
+        self._channel = (grpc.aio.secure_channel(self.target, creds, options=options) if creds
+                         else grpc.aio.insecure_channel(self.target, options=options))
         # tensor-carrying calls send the bytes wire.py built (no serializer: no copy); the rest are messages
         unary = lambda name, reply, out=_serialized: self._channel.unary_unary(_METHOD + name, out, reply.FromString)  # noqa: E731
         self._score_pool = self._channel.stream_unary(_METHOD + "ScorePool", None, pb.TopK.FromString)

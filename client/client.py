@@ -21,6 +21,16 @@ from poolscore.client.specs import TopK, model_spec, strategy_spec
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
 
+def channel_args(target: str, max_message_bytes: int, tls: bool, root_certificates: bytes | None,
+                 private_key: bytes | None, certificate_chain: bytes | None):
+    """(target without its scheme, TLS credentials or None, channel options), for either client."""
+    options = [("grpc.max_send_message_length", max_message_bytes),
+               ("grpc.max_receive_message_length", max_message_bytes)]
+    secure = target.startswith("grpcs://") or tls or any((root_certificates, private_key, certificate_chain))
+    creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if secure else None
+    return target.removeprefix("grpcs://").removeprefix("grpc://"), creds, options
+
+
 def _room(max_message_bytes: int) -> int:
     """Tensor bytes a message of this size has room for, after its envelope (ids of the
     session, strategy, tensor headers; string keys are counted per row by the splitter)."""
@@ -49,15 +59,10 @@ class Client:
         self.reached = False  # a call has been answered: an UNAVAILABLE since is an outage, retried
         self._asked_bytes = min(batch_bytes, _room(max_message_bytes))
         self._server_bytes: int | None = None  # the server's message limit, asked once
-        options = [("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.max_receive_message_length", max_message_bytes)]
-        secure = target.startswith("grpcs://") or tls or any((root_certificates, private_key, certificate_chain))
-        self.target = target.removeprefix("grpcs://").removeprefix("grpc://")
-        if secure:
-            creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
-            self._raw_channel = grpc.secure_channel(self.target, creds, options=options)
-        else:
-            self._raw_channel = grpc.insecure_channel(self.target, options=options)
+        self.target, creds, options = channel_args(target, max_message_bytes, tls, root_certificates, private_key,
+                                                   certificate_chain)
+        self._raw_channel = (grpc.secure_channel(self.target, creds, options=options) if creds
+                             else grpc.insecure_channel(self.target, options=options))
         self._channel = with_token(self._raw_channel, token)
         self._stub = pb_grpc.PoolScorerStub(self._channel)
         # the tensor-carrying calls take bytes that wire.py built (no serializer: no copy)
