@@ -24,7 +24,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from poolscore.client import tensors, wire
-from poolscore.client.client import _room, channel_args
+from poolscore.client.channels import channel_args, room
 from poolscore.client.errors import SequenceGap, Unavailable, from_rpc_error
 from poolscore.client.pools import Batch, as_ids, batches_of
 from poolscore.client.specs import TopK, model_spec, strategy_spec
@@ -52,7 +52,7 @@ class AsyncClient:
                  certificate_chain: bytes | None = None, tls: bool = False) -> None:
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
-        self._batch_bytes = min(batch_bytes, _room(max_message_bytes))
+        self._batch_bytes = min(batch_bytes, room(max_message_bytes))
         self.target, creds, options = channel_args(target, max_message_bytes, tls, root_certificates, private_key,
                                                    certificate_chain)
         self._channel = (grpc.aio.secure_channel(self.target, creds, options=options) if creds
@@ -102,7 +102,7 @@ class AsyncClient:
     async def batch_bytes(self) -> int:
         """Tensor bytes per message, under the server's message limit too (asked once)."""
         if self._server_bytes is None:
-            self._server_bytes = _room((await self.info()).limits.max_message_bytes or 2**31 - 1)
+            self._server_bytes = room((await self.info()).limits.max_message_bytes or 2**31 - 1)
         return min(self._batch_bytes, self._server_bytes)
 
     async def score_batch(self, array: np.ndarray | None, strategy: str = "entropy", *, embedding=None, ids=None,

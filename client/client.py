@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from poolscore.client import tensors, wire
 from poolscore.client.tensors import narrowed
 from poolscore.client.auth import with_token
+from poolscore.client.channels import channel_args, room
 from poolscore.client.errors import BadBatch, Requests, SequenceGap, Unavailable, mapped
 from poolscore.client.outbox import Outbox
 from poolscore.client.retry import Backoff, retrying
@@ -20,22 +21,6 @@ from poolscore.client.sessions import Session
 from poolscore.client.specs import TopK, model_spec, strategy_spec
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
-
-def channel_args(target: str, max_message_bytes: int, tls: bool, root_certificates: bytes | None,
-                 private_key: bytes | None, certificate_chain: bytes | None):
-    """(target without its scheme, TLS credentials or None, channel options), for either client."""
-    options = [("grpc.max_send_message_length", max_message_bytes),
-               ("grpc.max_receive_message_length", max_message_bytes)]
-    secure = target.startswith("grpcs://") or tls or any((root_certificates, private_key, certificate_chain))
-    creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if secure else None
-    return target.removeprefix("grpcs://").removeprefix("grpc://"), creds, options
-
-
-def _room(max_message_bytes: int) -> int:
-    """Tensor bytes a message of this size has room for, after its envelope (ids of the
-    session, strategy, tensor headers; string keys are counted per row by the splitter)."""
-    return max_message_bytes - 64 * 1024 if max_message_bytes > 128 * 1024 else max(1, max_message_bytes // 2)
-
 
 class Client:
     """A connection to one poolscore server; use as a context manager, or call close()."""
@@ -57,7 +42,7 @@ class Client:
         self.wire_dtype = wire_dtype
         self.backoff = Backoff(total_s=retry_s)
         self.reached = False  # a call has been answered: an UNAVAILABLE since is an outage, retried
-        self._asked_bytes = min(batch_bytes, _room(max_message_bytes))
+        self._asked_bytes = min(batch_bytes, room(max_message_bytes))
         self._server_bytes: int | None = None  # the server's message limit, asked once
         self.target, creds, options = channel_args(target, max_message_bytes, tls, root_certificates, private_key,
                                                    certificate_chain)
@@ -79,7 +64,7 @@ class Client:
         """Tensor bytes per message: as asked, but under the server's message limit too
         (read from ServerInfo on first use, so a server with a smaller limit still works)."""
         if self._server_bytes is None:
-            self._server_bytes = _room(self.info().limits.max_message_bytes or 2**31 - 1)
+            self._server_bytes = room(self.info().limits.max_message_bytes or 2**31 - 1)
         return min(self._asked_bytes, self._server_bytes)
 
     def __enter__(self) -> "Client":
@@ -249,8 +234,10 @@ class Client:
         numbers = wire.SCORE_REQUEST_INPUTS if self._hosted[session_id] else wire.SCORE_REQUEST
         encode = lambda seq, batch: wire.encode(pb.ScoreRequest(session_id=session_id, seq=seq), batch, numbers,  # noqa: E731
                                                  self.wire_dtype)
-        outbox = Outbox(batches_of(batches, self.batch_bytes), start, encode, progress, from_start=resume)
         durable = self.info().limits.checkpoint_batches > 0
+        keep_from = self._get_session(session_id).durable_seq if resume and durable else None
+        outbox = Outbox(batches_of(batches, self.batch_bytes), start, encode, progress, from_start=resume,
+                        keep_from=keep_from)
         ack = pb.ScoreAck(session_id=session_id, seq=start - 1, items=items)
         outage, again = self.backoff.outage(), False
         while True:

@@ -22,12 +22,16 @@ from poolscore.client.pools import Batch
 
 class Outbox:
     def __init__(self, batches: Iterator[Batch], first: int, encode: Callable[[int, Batch], bytes],
-                 progress: Callable[[int], None] | None = None, *, from_start: bool = False) -> None:
+                 progress: Callable[[int], None] | None = None, *, from_start: bool = False,
+                 keep_from: int | None = None) -> None:
         """`batches` are numbered from `first`; from_start: they are the session's whole pool
-        read again (a resume), so those the server has committed are read past, not sent."""
+        read again (a resume), so those the server has committed are read past, not sent; of
+        those, the ones from `keep_from` on (the server's durable_seq) are kept all the same,
+        since a restart could still lose them."""
         self._batches, self._drawn = batches, 0 if from_start else first  # the seq the next batch read carries
         self._from_start = from_start
-        self._skip_below = first if from_start else 0
+        self._skip_below = (first if keep_from is None else min(first, keep_from)) if from_start else 0
+        self._error: BaseException | None = None  # the pool reader's failure: raised to every call after it
         self._encode, self._progress = encode, progress
         self._kept: dict[int, bytes] = {}  # seq → encoded request, until the server has it safe
         self._safe = 0  # every batch < _safe is safe on the server
@@ -57,14 +61,24 @@ class Outbox:
                 raise SequenceGap(grpc.StatusCode.FAILED_PRECONDITION, f"session {session_id!r}: the server is at batch {start}, past the {self._drawn} "
                                         f"this client sent: another writer is streaming into it")
             if start < self._drawn and start not in self._kept:
-                raise DataLoss(grpc.StatusCode.DATA_LOSS, f"session {session_id!r}: the server resumed at batch {start}, but it had acked "
-                                     f"batches up to {self._safe - 1} as safe, so this client no longer keeps them "
-                                     f"(its state dir lost them?); stream the pool again with resume=True")
+                told = f"it had acked batches up to {self._safe - 1} as safe, so " if self._safe else ""
+                raise DataLoss(grpc.StatusCode.DATA_LOSS, f"session {session_id!r}: the server resumed at batch {start}, but "
+                                                          f"{told}this client no longer keeps it (the server's state dir lost "
+                                                          f"it?); stream the pool again with resume=True")
 
     def _get(self, seq: int) -> bytes | None:
         with self._lock:
+            if self._error is not None:
+                raise self._error  # a reader that failed in a broken call's thread fails this call too
+            if seq < self._drawn and seq not in self._kept and seq >= self._skip_below:
+                raise DataLoss(grpc.StatusCode.DATA_LOSS, f"batch {seq} was read and released as safe, but the server "
+                                                          f"asks for it again; stream the pool again with resume=True")
             while seq >= self._drawn and not self._done:
-                batch = next(self._batches, None)
+                try:
+                    batch = next(self._batches, None)
+                except BaseException as err:
+                    self._error = err
+                    raise
                 if batch is None:
                     self._done = True
                     break

@@ -96,6 +96,9 @@ def build_server(config: ServeConfig) -> App:
     """A ready-to-start server bound to config.host:config.port (0: a free port)."""
     credentials = _tls(config)  # a bad TLS setting fails before anything starts
     principals = Principals(config.token, config.tokens_file, config.cert_principals)  # and so does a bad tokens file
+    if config.http_port >= 0 and (config.tls_cert or config.cert_principals):
+        raise ValueError("--http-port serves REST in plaintext: beside --tls-cert it would carry tokens in the clear, "
+                         "and it sees no client certificates; put TLS in front of it, or leave it off")
     if config.cert_principals and not config.tls_client_ca:
         raise ValueError("--cert-principals needs --tls-client-ca: without client certificates there is no subject")
     keep_freed_memory(4 * config.max_message_bytes)  # a few batches' buffers, reused, not re-faulted
@@ -114,9 +117,10 @@ def build_server(config: ServeConfig) -> App:
         metrics.errors.labels(code=grpc.StatusCode.UNAUTHENTICATED.name).inc()
         metrics.auth_failures.labels(reason).inc()
 
-    auth = TokenAuth(principals, PeerLimiter(config.auth_failures), denied)
+    limiter = PeerLimiter(config.auth_failures)
+    auth = TokenAuth(principals, limiter, denied)  # always: a tokens file filled later (SIGHUP) is enforced at once
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="poolscore-rpc"),
-                         options=options, interceptors=[auth] if principals.required else [])
+                         options=options, interceptors=[auth])
     models = ModelRepository(Path(config.model_repo) if config.model_repo else None, backend)
     pipeline = Pipeline(backend, metrics)
     checkpoints = _checkpoints(config, metrics)
@@ -143,8 +147,8 @@ def build_server(config: ServeConfig) -> App:
             raise OSError(f"could not bind the Unix socket {config.uds} (--uds)")
     http, metrics_port = _serve_metrics(config, metrics)
     health_server, health_port = _health_only(config, checker)
-    rest = rest_serve(Rest(inference, principals, config.max_message_bytes), config.host, config.http_port) \
-        if config.http_port >= 0 else None
+    rest = rest_serve(Rest(inference, principals, config.max_message_bytes, limiter, denied), config.host,
+                      config.http_port) if config.http_port >= 0 else None
     return App(server, port, metrics_port, backend, checker, models, http, principals, scorer, health_server, health_port,
                rest)
 

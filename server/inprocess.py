@@ -7,7 +7,6 @@ have started. Errors leave as the client's typed exceptions, as if a server had 
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Callable, Iterator
 
 import numpy as np
@@ -19,6 +18,7 @@ from poolscore.server.errors import PoolscoreError
 from poolscore.server.ingest.dtypes import wire_of
 from poolscore.server.ingest.tensors import Batch, RawTensor
 from poolscore.server.pipeline import Pipeline
+from poolscore.server.runtime.threads import usable_cores
 from poolscore.server.sessions.session import empty_state
 from poolscore.server.strategies import check_k
 from poolscore.server.transport import messages as msg
@@ -34,7 +34,7 @@ def score(pool, strategy: str, k: int, *, options: dict, columns: dict | None = 
     """The top-k of `pool` (anything Client.score_pool takes), scored here."""
     with _as_client_errors():
         # every core: in process no gRPC threads need the other half (a server's --threads default)
-        scoring = backends.load(backend, "cpu", compile="off", threads=len(os.sched_getaffinity(0)))
+        scoring = backends.load(backend, "cpu", compile="off", threads=usable_cores())
         try:
             pipeline = Pipeline(scoring, _Unmeasured())
             spec = msg.spec_of(strategy_spec(strategy, options))  # parsed exactly as a server parses it

@@ -116,3 +116,19 @@ def test_a_peer_that_fails_too_often_waits_even_with_the_right_token() -> None:
         assert counts["bad_token"] == 5 and counts["rate_limited"] >= 2
     finally:
         app.stop(grace=None)
+
+
+def test_a_tokens_file_filled_later_is_enforced_at_its_reload(tmp_path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# none yet\n")
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", tokens_file=str(tokens))).start()
+    try:
+        with Client(app.target, retry_s=0) as anonymous, Client(app.target, token="tok-a", retry_s=0) as a:
+            assert anonymous.info().version  # no tokens: open
+            tokens.write_text("team-a tok-a\n")
+            app.principals.reload()  # what SIGHUP does
+            with pytest.raises(Unauthenticated):
+                anonymous.info()
+            assert a.info().version
+    finally:
+        app.stop()

@@ -241,8 +241,10 @@ def test_sigterm_writes_every_committed_batch_before_it_exits(tmp_path: Path, rn
     try:
         with Client(f"127.0.0.1:{port}") as c:
             c.wait_ready(timeout=120)
-            ack = c.session("entropy", k=5, session_id="s").stream(batches_for("ids", rng, 2000, 100))
-            assert ack.durable_seq == 0  # nothing written yet
+            s = c.session("entropy", k=5, session_id="s")
+            for b in batches_for("ids", rng, 2000, 100):  # one stream per batch: each ends, and writes its tail
+                s.score(b.logits, ids=b.ids)
+            assert c.get_session("s").durable_seq == 20
             server.proc.send_signal(signal.SIGTERM)
             assert server.proc.wait(timeout=60) == 0
         server.proc = server._start()
@@ -349,7 +351,7 @@ def test_a_candidate_set_checkpoint_writes_only_the_rows_that_entered(tmp_path: 
         with pytest.raises(DataLoss, match=f"rows file {re.escape(chunks[0].name)} is missing"):
             c.top_k(sid)
         c.delete_session(sid)
-        assert not list(tmp_path.iterdir())  # its index and every chunk gone with it
+        assert [p.suffix for p in tmp_path.iterdir()] == [".lock"]  # its index and every chunk gone with it (lock files stay)
     app.stop()
 
 
@@ -377,3 +379,13 @@ def test_replicas_sharing_a_state_dir_hand_a_session_over_when_one_stops(tmp_pat
         b.stop()
     np.testing.assert_array_equal(got.ids, want.ids)
     np.testing.assert_array_equal(got.scores, want.scores)
+
+
+def test_when_a_stream_ends_its_tail_is_on_disk_and_the_last_ack_says_so(tmp_path: Path, rng) -> None:
+    app = serve(tmp_path, checkpoint_batches=1000, checkpoint_s=600)  # only the end of the stream writes
+    with Client(app.target) as c:
+        sid = c.create_session("entropy", k=5)
+        ack = c.stream(sid, batches_for("ids", rng, 1000, 100))
+        assert (ack.seq, ack.durable_seq) == (9, 10)
+        assert c.get_session(sid).durable_seq == 10
+    app.stop()

@@ -102,6 +102,15 @@ def test_errors_are_json_with_a_status(rest) -> None:
         assert status == code and word in json.loads(data)["error"], (url, status, data)
     status, _, data = call(f"{base}/v2/models/entropy/infer", b"{not json")
     assert status == 400 and "not JSON" in json.loads(data)["error"]
+    import http.client
+
+    conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
+    conn.putrequest("POST", "/v2/models/entropy/infer")
+    conn.putheader("Content-Length", "-1")  # never "read to the end", past the size limit
+    conn.endheaders()
+    reply = conn.getresponse()
+    assert reply.status == 400 and "Content-Length" in json.loads(reply.read())["error"]
+    conn.close()
 
 
 def test_tokens_guard_rest_too_but_not_health(tmp_path) -> None:

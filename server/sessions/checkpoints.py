@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from poolscore.server.errors import NotDurable
+from poolscore.server.errors import NotDurable, SessionNotFound
 from poolscore.server.sessions.session import Session
 from poolscore.server.sessions.state_dir import Describe, StateDir
 
@@ -34,6 +34,7 @@ class Checkpoints:
         self.error: str | None = None  # the writer's last failure, until a write succeeds
         self._cond = threading.Condition()  # guards _dirty; the writer waits on it
         self._dirty: dict[int, tuple[Session, float]] = {}  # id(session) → (session, first undurable commit)
+        self._writing: set[int] = set()  # id(session) of those being written now (one writer at a time each)
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="poolscore-checkpoints", daemon=True)
         self._writer.start()
@@ -62,7 +63,10 @@ class Checkpoints:
             if self._behind(session) < limit:
                 return
             self._cond.notify_all()
-            if not self._cond.wait_for(lambda: self._behind(session) < limit or session.closed, self.stall_s):
+            done = self._cond.wait_for(lambda: self._behind(session) < limit or session.closed, self.stall_s)
+            if session.closed:
+                raise SessionNotFound(session.id)
+            if not done:
                 raise NotDurable(f"--state-dir {self.files.root}: session {session.id!r} is {self._behind(session)} batches "
                                  f"ahead of its last checkpoint after {self.stall_s:g} s"
                                  + (f" (last error: {self.error})" if self.error else "")
@@ -72,7 +76,24 @@ class Checkpoints:
         """Deleted or expired: its file goes (the session is already closed, so no write follows)."""
         with self._cond:
             self._dirty.pop(id(session), None)
+            self._cond.notify_all()  # a stream held back in room() for it stops waiting
         self.files.forget(session.owner, session.id)
+
+    def flush_now(self, session: Session) -> None:
+        """Write this session now if it has undurable batches (a stream ended: its last acks
+        should say everything is on disk)."""
+        with self._cond:  # the writer may be writing it right now: that write may be all it needs
+            self._cond.wait_for(lambda: id(session) not in self._writing, self.stall_s)
+            self._dirty.pop(id(session), None)
+            if self._behind(session) <= 0:
+                return
+            self._writing.add(id(session))
+        try:
+            self._write(session)
+        finally:
+            with self._cond:
+                self._writing.discard(id(session))
+                self._cond.notify_all()
 
     def flush(self) -> None:
         """Write every session with undurable batches now (drain, stop)."""
@@ -106,13 +127,19 @@ class Checkpoints:
                 ready = self._due()
                 for session in ready:
                     del self._dirty[id(session)]
+                    self._writing.add(id(session))
             for session in ready:
-                self._write(session)
+                try:
+                    self._write(session)
+                finally:
+                    with self._cond:
+                        self._writing.discard(id(session))
+                        self._cond.notify_all()
 
     def _due(self) -> list[Session]:
         now = time.monotonic()
-        return [s for s, since in self._dirty.values()
-                if self._behind(s) >= self.every_batches or now - since >= self.every_s or s.closed]
+        return [s for s, since in self._dirty.values() if id(s) not in self._writing
+                and (self._behind(s) >= self.every_batches or now - since >= self.every_s or s.closed)]
 
     def _wait_s(self) -> float:
         oldest = min((since for _, since in self._dirty.values()), default=None)
@@ -122,7 +149,7 @@ class Checkpoints:
         state = session.state  # the latest committed value: immutable, read without a lock
         try:
             self.files.save(session, state)
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001 - the writer must outlive any one session's failure
             self.error = f"{type(err).__name__}: {err}"
             log.error("state dir: checkpoint of session %r failed: %s (retried in %g s)", session.id, err, self.every_s)
             with self._cond:

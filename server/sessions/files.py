@@ -124,14 +124,15 @@ class Holds:
         self._fds[stem] = fd
         return True
 
+    def holds(self, stem: str) -> bool:
+        return stem in self._fds
+
     def drop(self, stem: str, remove: bool = False) -> None:
-        """Let go of `stem`; remove: its session is gone, so its lock file goes too."""
+        """Let go of `stem`. The lock file itself stays (`remove` is accepted and ignored): a
+        replica may have it open, and unlinking it would let two replicas lock two inodes."""
         fd = self._fds.pop(stem, None)
-        if fd is None:
-            return
-        if remove:
-            (self.root / f"{stem}{LOCK}").unlink(missing_ok=True)
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
     def close(self) -> None:
         for stem in list(self._fds):

@@ -208,9 +208,9 @@ class StateDir:
         start = time.perf_counter()
         name = self.name(session.owner, session.id)
         with self._io:
-            if session.closed or state.next_seq < session.durable_seq:
-                return  # deleted meanwhile (its file stays gone), or a newer state is on disk already
-            chunks = self._chunks.setdefault(name.removesuffix(SUFFIX), ChunkFiles(name.removesuffix(SUFFIX)))
+            if session.closed or state.next_seq < session.durable_seq or not self._holds.holds(stem := name.removesuffix(SUFFIX)):
+                return  # deleted meanwhile (its file stays gone), a newer state is on disk, or not ours (let go at stop)
+            chunks = self._chunks.setdefault(stem, ChunkFiles(stem))
             fields, arrays = codec.state_parts(state, chunks.name)
             header = {"owner": session.owner, "id": session.id, **self.describe(session), "state": fields}
             try:

@@ -6,6 +6,7 @@ found, and its ids never collide with yours.
 Lock order: the store's lock, then a session's; never the other way round."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import secrets
@@ -19,6 +20,8 @@ from poolscore.server.sessions.checkpoints import Checkpoints
 from poolscore.server.sessions.session import Session, State
 from poolscore.server.strategies import Spec
 
+
+log = logging.getLogger(__name__)
 
 MAX_SESSION_ID = 128  # characters of a caller-chosen session id
 
@@ -141,7 +144,10 @@ class SessionStore:
         if session is not None:
             session.close(self.budget)
             if self.checkpoints is not None:
-                self.checkpoints.removed(session)
+                try:
+                    self.checkpoints.removed(session)
+                except OSError as err:  # the session is gone here; its file is tried again at the next start
+                    log.error("state dir: the files of session %r were not removed: %s", session.id, err)
         return session
 
     def _refuse_damaged(self, owner: str, session_id: str) -> None:

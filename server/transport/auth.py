@@ -53,8 +53,12 @@ class Principals:
 
     def of_call(self, context: grpc.ServicerContext) -> str | None:
         """The caller's principal: its token's, else (with certs) its certificate's; None if neither."""
-        found = self.of(context.invocation_metadata())
-        return self._certificate(context) if found is None else found
+        if not self._by_token:  # no tokens: the certificate, or the one anonymous principal
+            return self._certificate(context) if self.certs else ""
+        metadata = context.invocation_metadata()
+        found = self.of(metadata)
+        sent = any(key == "authorization" for key, _ in metadata or ())
+        return self._certificate(context) if found is None and not sent else found  # a wrong token is wrong
 
     def of(self, metadata) -> str | None:
         """The principal of `authorization: Bearer <token>` metadata; None if no valid token was
@@ -121,6 +125,8 @@ class TokenAuth(grpc.ServerInterceptor):
         return _guarded(handler, details.method, self._check)
 
     def _check(self, context: grpc.ServicerContext, method: str) -> None:
+        if not self._principals.required:  # no tokens (yet: a SIGHUP may bring some), so nothing to check
+            return
         peer = host_of(context.peer())
         wait = self._limiter.wait_s(peer)
         if wait > 0:

@@ -77,6 +77,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def _acks(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[pb.ScoreAck]:
         owner = self._who(context)  # one call, one caller: its metadata is read once
         checkpoints = self.sessions.checkpoints
+        touched: dict[int, tuple[Session, int]] = {}  # the sessions this stream wrote to, and its last seq in each
         for req in self._stream(requests, context):  # a gone caller's queued batches: uncommitted
             with self.metrics.batch_seconds.labels("Score").time():
                 session = self.sessions.get(req.session_id, owner)
@@ -93,7 +94,12 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                         checkpoints.committed(session)
                 if not fresh:
                     state.check_resend(req.seq, digest, session.id)
+            touched[id(session)] = (session, req.seq)
             yield msg.ack(session, state, req.seq, replayed=not fresh)
+        for session, seq in touched.values() if checkpoints is not None else ():
+            # the caller ended its stream: its tail is written now, and one more ack says so
+            checkpoints.flush_now(session)
+            yield msg.ack(session, session.state, seq, replayed=False)
 
     @maps_errors
     def CreateSession(self, req: pb.CreateSessionRequest, context: grpc.ServicerContext) -> pb.Session:

@@ -24,7 +24,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from poolscore.server.errors import BadInput, BadToken, ModelNotFound, OverLimit, PoolscoreError, UnknownStrategy
 from poolscore.server.ingest.dtypes import BY_WIRE
-from poolscore.server.transport.auth import Principals
+from poolscore.server.transport.auth import PeerLimiter, Principals
 from poolscore.server.transport import oip_extensions as ext
 from poolscore.server.transport.oip import InferenceServicer
 from poolscore.v1.oip import inference_pb2 as oip
@@ -38,8 +38,10 @@ _OPEN = ("/v2/health/",)  # probes need no token
 
 
 class Rest:
-    def __init__(self, oip_servicer: InferenceServicer, principals: Principals, max_bytes: int) -> None:
+    def __init__(self, oip_servicer: InferenceServicer, principals: Principals, max_bytes: int,
+                 limiter: PeerLimiter | None = None, on_denied: Callable[[str], None] = lambda reason: None) -> None:
         self.oip, self.principals, self.max_bytes = oip_servicer, principals, max_bytes
+        self.limiter, self.on_denied = limiter or PeerLimiter(), on_denied  # gRPC's: one budget of failures per peer
 
     def __call__(self, environ, start_response) -> Iterable[bytes]:
         try:
@@ -56,7 +58,14 @@ class Rest:
     def _route(self, environ) -> tuple[str, list, bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         if self.principals.required and not path.startswith(_OPEN):
+            peer = environ.get("REMOTE_ADDR", "")
+            wait = self.limiter.wait_s(peer)
+            if wait > 0:
+                self.on_denied("rate_limited")
+                raise BadToken(f"{path}: too many failed authentications from {peer}; retry in {wait:.1f} s")
             if self.principals.of([("authorization", environ.get("HTTP_AUTHORIZATION", ""))]) is None:
+                self.limiter.failed(peer)
+                self.on_denied("bad_token")
                 raise BadToken(f"{path}: no valid token; send the header 'Authorization: Bearer <token>'")
         parts = [p for p in path.split("/") if p]
         if method == "GET" and parts in (["v2", "health", "live"], ["v2", "health", "ready"]):
@@ -87,9 +96,7 @@ class Rest:
         return _error("404 Not Found", f"{method} {path}: not a KServe v2 endpoint here (see /v2, /v2/models/NAME)")
 
     def _infer(self, name: str, environ) -> tuple[str, list, bytes]:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length > self.max_bytes:
-            raise OverLimit(f"request: {length} bytes, over the limit of {self.max_bytes} (--max-message-bytes)")
+        length = _length(environ, self.max_bytes)
         body = environ["wsgi.input"].read(length)
         head_bytes = int(environ.get(HEADER_LENGTH) or len(body))
         try:
@@ -169,10 +176,18 @@ def _dict(message) -> dict:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
+def _length(environ, most: int) -> int:
+    """The body's Content-Length: a whole number of bytes, at most `most` (never 'read to the end')."""
+    text = environ.get("CONTENT_LENGTH") or "0"
+    if not text.isdigit():
+        raise BadInput("Content-Length", f"{text!r} is not a number of bytes")
+    if int(text) > most:
+        raise OverLimit(f"request: {text} bytes, over the limit of {most} (--max-message-bytes)")
+    return int(text)
+
+
 def _body(environ, most: int) -> dict:
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    if length > most:
-        raise OverLimit(f"request: {length} bytes, over the limit of {most} (--max-message-bytes)")
+    length = _length(environ, most)
     raw = environ["wsgi.input"].read(length) if length else b""
     try:
         return json.loads(raw or b"{}")
