@@ -37,11 +37,31 @@ def _serialized(message) -> bytes:
     return message.SerializeToString()
 
 
+class _Reader:
+    """A request stream that keeps its own exception: grpc.aio reports a failing request
+    iterator as a bare cancellation, and the caller deserves the real error."""
+
+    def __init__(self, source: AsyncIterator[bytes]) -> None:
+        self.source, self.error = source, None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for item in self.source:
+                yield item
+        except BaseException as err:
+            self.error = err
+            raise
+
+
 @contextlib.contextmanager
-def _mapped():
+def _mapped(reader: _Reader | None = None):
     try:
         yield
-    except grpc.RpcError as err:
+    except (grpc.RpcError, asyncio.CancelledError) as err:
+        if reader is not None and reader.error is not None:
+            raise reader.error from None  # the pool reader failed on this side, not the server
+        if isinstance(err, asyncio.CancelledError):
+            raise
         raise from_rpc_error(err) from None
 
 
@@ -134,8 +154,9 @@ class AsyncClient:
             for batch in source:
                 yield wire.encode(pb.ScoreRequest(), batch, numbers)
 
-        with _mapped():
-            return TopK.from_pb(await self._score_pool(requests(), timeout=self.timeout, metadata=self._metadata))
+        reader = _Reader(requests())
+        with _mapped(reader):
+            return TopK.from_pb(await self._score_pool(reader.__aiter__(), timeout=self.timeout, metadata=self._metadata))
 
     async def create_session(self, strategy: str = "entropy", k: int = 100, *, session_id: str = "",
                              model: str | None = None, samples: int = 0, model_seed: int = 0, **options) -> str:
@@ -164,9 +185,12 @@ class AsyncClient:
                 yield wire.encode(pb.ScoreRequest(session_id=session_id, seq=seq), batch, numbers)
 
         ack = pb.ScoreAck(session_id=session_id, seq=session.next_seq - 1, items=session.items)
-        with _mapped():
-            async for ack in self._score(requests(), timeout=self.timeout, metadata=self._metadata):
+        reader = _Reader(requests())
+        with _mapped(reader):
+            call = self._score(reader.__aiter__(), timeout=self.timeout, metadata=self._metadata)
+            async for ack in call:
                 if ack.replayed:  # this client never resends: another writer took the seq
+                    call.cancel()
                     raise SequenceGap(grpc.StatusCode.FAILED_PRECONDITION,
                                       f"session {session_id!r}: batch {ack.acked_seq} was committed by another writer")
         return ack

@@ -147,8 +147,9 @@ def build_server(config: ServeConfig) -> App:
             raise OSError(f"could not bind the Unix socket {config.uds} (--uds)")
     http, metrics_port = _serve_metrics(config, metrics)
     health_server, health_port = _health_only(config, checker)
-    rest = rest_serve(Rest(inference, principals, config.max_message_bytes, limiter, denied), config.host,
-                      config.http_port) if config.http_port >= 0 else None
+    rest = rest_serve(Rest(inference, principals, config.max_message_bytes, limiter, denied,
+                           draining=lambda: scorer.draining), config.host, config.http_port) \
+        if config.http_port >= 0 else None
     return App(server, port, metrics_port, backend, checker, models, http, principals, scorer, health_server, health_port,
                rest)
 

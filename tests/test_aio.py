@@ -54,3 +54,19 @@ def test_the_async_client_carries_the_token() -> None:
         asyncio.run(main())
     finally:
         app.stop()
+
+
+def test_a_failing_pool_reader_raises_its_own_error_not_a_cancellation(app) -> None:
+    def pool():
+        yield np.arange(10), np.zeros((10, 3), np.float32)
+        raise ValueError("the reader broke at row 10")
+
+    async def main():
+        async with AsyncClient(app.target) as c:
+            with pytest.raises(ValueError, match="row 10"):
+                await c.score_pool(pool(), "entropy", k=3)
+            sid = await c.create_session("entropy", k=3)
+            with pytest.raises(ValueError, match="row 10"):
+                await c.stream(sid, pool())
+
+    asyncio.run(main())

@@ -159,3 +159,16 @@ def test_config_stats_and_the_repository_index_over_rest(rest) -> None:
     every = json.loads(call(f"{base}/v2/models/stats")[2])["model_stats"]
     assert "margin" in {m["name"] for m in every}
     assert call(f"{base}/v2/models/nope/config")[0] == 404
+
+
+def test_a_draining_server_is_live_but_not_ready_over_rest() -> None:
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", http_port=0)).start()
+    try:
+        base = f"http://127.0.0.1:{app.http_port}"
+        assert call(f"{base}/v2/health/ready")[0] == 200
+        app.scorer.drain(0.1)  # SIGTERM's first step: no stream is open, so it returns at once
+        assert call(f"{base}/v2/health/live")[0] == 200
+        status, _, data = call(f"{base}/v2/health/ready")
+        assert status == 503 and json.loads(data) == {"ready": False}
+    finally:
+        app.stop()

@@ -39,8 +39,9 @@ _OPEN = ("/v2/health/",)  # probes need no token
 
 class Rest:
     def __init__(self, oip_servicer: InferenceServicer, principals: Principals, max_bytes: int,
-                 limiter: PeerLimiter | None = None, on_denied: Callable[[str], None] = lambda reason: None) -> None:
-        self.oip, self.principals, self.max_bytes = oip_servicer, principals, max_bytes
+                 limiter: PeerLimiter | None = None, on_denied: Callable[[str], None] = lambda reason: None,
+                 draining: Callable[[], bool] = lambda: False) -> None:
+        self.oip, self.principals, self.max_bytes, self.draining = oip_servicer, principals, max_bytes, draining
         self.limiter, self.on_denied = limiter or PeerLimiter(), on_denied  # gRPC's: one budget of failures per peer
 
     def __call__(self, environ, start_response) -> Iterable[bytes]:
@@ -68,8 +69,12 @@ class Rest:
                 self.on_denied("bad_token")
                 raise BadToken(f"{path}: no valid token; send the header 'Authorization: Bearer <token>'")
         parts = [p for p in path.split("/") if p]
-        if method == "GET" and parts in (["v2", "health", "live"], ["v2", "health", "ready"]):
-            return _json({parts[2]: True})
+        if method == "GET" and parts == ["v2", "health", "live"]:
+            return _json({"live": True})
+        if method == "GET" and parts == ["v2", "health", "ready"]:  # a draining server is live, not ready
+            ready = not self.draining()
+            return ("200 OK" if ready else "503 Service Unavailable"), [("Content-Type", "application/json")], \
+                json.dumps({"ready": ready}).encode()
         if method == "GET" and parts == ["v2"]:
             return _json({"name": "poolscore", "version": self.oip.version, "extensions": ["binary_tensor_data"]})
         if method == "GET" and parts == ["v2", "models", "stats"]:
