@@ -225,13 +225,9 @@ def _in_process(args: argparse.Namespace) -> bool:
     installed: then scoring here is faster than any server, embedded or not."""
     if args.target or args.model or args.device == "cuda" or args.embedded_server:
         return False
-    try:
-        import onnxruntime  # noqa: F401
+    from importlib.util import find_spec  # found, not imported: the scoring imports them once
 
-        import poolscore.server.inprocess  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return find_spec("onnxruntime") is not None and find_spec("poolscore.server") is not None
 
 
 @contextlib.contextmanager

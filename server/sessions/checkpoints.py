@@ -88,12 +88,7 @@ class Checkpoints:
             if self._behind(session) <= 0:
                 return
             self._writing.add(id(session))
-        try:
-            self._write(session)
-        finally:
-            with self._cond:
-                self._writing.discard(id(session))
-                self._cond.notify_all()
+        self._write_marked(session)
 
     def flush(self) -> None:
         """Write every session with undurable batches now (drain, stop)."""
@@ -129,12 +124,7 @@ class Checkpoints:
                     del self._dirty[id(session)]
                     self._writing.add(id(session))
             for session in ready:
-                try:
-                    self._write(session)
-                finally:
-                    with self._cond:
-                        self._writing.discard(id(session))
-                        self._cond.notify_all()
+                self._write_marked(session)
 
     def _due(self) -> list[Session]:
         now = time.monotonic()
@@ -144,6 +134,15 @@ class Checkpoints:
     def _wait_s(self) -> float:
         oldest = min((since for _, since in self._dirty.values()), default=None)
         return self.every_s if oldest is None else max(0.001, oldest + self.every_s - time.monotonic())
+
+    def _write_marked(self, session: Session) -> None:
+        """Write a session its caller has marked in _writing, and unmark it (waking flush_now)."""
+        try:
+            self._write(session)
+        finally:
+            with self._cond:
+                self._writing.discard(id(session))
+                self._cond.notify_all()
 
     def _write(self, session: Session) -> None:
         state = session.state  # the latest committed value: immutable, read without a lock

@@ -45,7 +45,11 @@ class InferenceServicer:
 
     @maps_errors
     def ModelConfig(self, req: oip.ModelConfigRequest, context: grpc.ServicerContext) -> oip.ModelConfigResponse:
-        return ext.model_config(req.name, self.models, _is_scorer)
+        return self.config(req.name)
+
+    def config(self, name: str) -> oip.ModelConfigResponse:
+        """A model's or scorer's config (NOT_FOUND for neither): the gRPC and the REST answer."""
+        return ext.model_config(name, self.models, _is_scorer)
 
     @maps_errors
     def RepositoryIndex(self, req: oip.RepositoryIndexRequest, context: grpc.ServicerContext) -> oip.RepositoryIndexResponse:

@@ -25,7 +25,6 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from poolscore.server.errors import BadInput, BadToken, ModelNotFound, OverLimit, PoolscoreError, UnknownStrategy
 from poolscore.server.ingest.dtypes import BY_WIRE
 from poolscore.server.transport.auth import PeerLimiter, Principals
-from poolscore.server.transport import oip_extensions as ext
 from poolscore.server.transport.oip import InferenceServicer
 from poolscore.v1.oip import inference_pb2 as oip
 
@@ -89,7 +88,7 @@ class Rest:
             if method == "GET" and rest == []:
                 return _json(_dict(self.oip.metadata(name)))
             if method == "GET" and rest == ["config"]:
-                return _json(_dict(ext.model_config(name, self.oip.models, self.oip.ready).config))
+                return _json(_dict(self.oip.config(name).config))
             if method == "GET" and rest == ["stats"]:
                 return _json(_dict(self.oip.stats(name)))
             if method == "GET" and rest == ["ready"]:
