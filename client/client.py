@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Callable, Iterable, Iterator
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
-from poolscore.client import tensors, wire
+from poolscore.client import replicas, sharding, tensors, wire
 from poolscore.client.tensors import narrowed
 from poolscore.client.auth import with_token
-from poolscore.client.channels import channel_args, room
-from poolscore.client.errors import BadBatch, Requests, SequenceGap, Unavailable, mapped
+from poolscore.client.channels import channel_args, poll_health, room
+from poolscore.client.errors import BadBatch, Requests, SequenceGap, Unavailable, mapped, overtaken
 from poolscore.client.outbox import Outbox
 from poolscore.client.retry import Backoff, retrying
 from poolscore.client.pools import Batch, as_ids, batches_of
@@ -25,18 +24,29 @@ from poolscore.v1 import scoring_pb2_grpc as pb_grpc
 class Client:
     """A connection to one poolscore server; use as a context manager, or call close()."""
 
-    def __init__(self, target: str, *, timeout: float | None = None, token: str | None = None,
+    def __init__(self, target: str | list[str], *, timeout: float | None = None, token: str | None = None,
                  max_message_bytes: int = 64 * 1024 * 1024, batch_bytes: int = 4 * 1024 * 1024,
                  root_certificates: bytes | None = None, private_key: bytes | None = None,
                  certificate_chain: bytes | None = None, tls: bool = False, retry_s: float = 60.0,
-                 wire_dtype: str | None = None) -> None:
+                 wire_dtype: str | None = None, server_name: str | None = None, failover_s: float = 5.0) -> None:
         """`token`: the server's --token, sent as a bearer token with every call. TLS: a
         `grpcs://host:port` target, `tls=True`, or any of the PEM arguments (the CA that signed
         the server's certificate; a client certificate and its key for mTLS). `retry_s`: how
         long an outage (UNAVAILABLE) is retried with backoff before it is raised (0: never).
         `wire_dtype` ("float16", "bfloat16"): logits and embeddings travel narrowed to that,
         converted a batch at a time: half the bytes on the wire (see the README for what it
-        does to the ranking)."""
+        does to the ranking). `server_name`: the name the server's certificate must carry, where
+        the target is an address.
+
+        Several replicas (a list of targets, "a:1,b:2", or a `dns:///` name resolving to several
+        addresses): score_pool spreads the pool over all of them and merges exactly; a replica
+        unreachable for `failover_s` has its share redone by the others. A session lives on the
+        replica its id picks; other calls go to the first replica."""
+        settings = {name: value for name, value in locals().items() if name not in ("self", "target")}
+        found, resolved_name = replicas.targets_of(target)
+        self.replicas = [Client(t, **{**settings, "retry_s": min(retry_s, failover_s),
+                                      "server_name": server_name or resolved_name}) for t in (found if len(found) > 1 else [])]
+        target, server_name = found[0], server_name or resolved_name
         self.timeout = timeout
         narrowed(np.zeros(1, np.float32), wire_dtype)  # a bad wire_dtype is refused here, not mid-pool
         self.wire_dtype = wire_dtype
@@ -45,7 +55,7 @@ class Client:
         self._asked_bytes = min(batch_bytes, room(max_message_bytes))
         self._server_bytes: int | None = None  # the server's message limit, asked once
         self.target, creds, options = channel_args(target, max_message_bytes, tls, root_certificates, private_key,
-                                                   certificate_chain)
+                                                   certificate_chain, server_name)
         self._raw_channel = (grpc.secure_channel(self.target, creds, options=options) if creds
                              else grpc.insecure_channel(self.target, options=options))
         self._channel = with_token(self._raw_channel, token)
@@ -74,25 +84,19 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        for replica in self.replicas:
+            replica.close()
         self._raw_channel.close()
 
     # --- readiness and information --------------------------------------------------------
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll the standard health service until it says SERVING (raises Unavailable after timeout)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                reply = self._health.Check(health_pb2.HealthCheckRequest(), timeout=max(0.1, deadline - time.monotonic()))
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    self.reached = True
-                    return
-            except grpc.RpcError as err:
-                if time.monotonic() >= deadline:
-                    raise Unavailable(err.code(), f"{self.target} not serving after {timeout}s: {err.details()}") from None
-            if time.monotonic() >= deadline:
-                raise Unavailable(grpc.StatusCode.UNAVAILABLE, f"{self.target} not serving after {timeout}s")
-            time.sleep(0.05)  # poll interval of a health check, not a wait for readiness
+        """Poll the standard health service until it says SERVING (raises Unavailable after
+        timeout); with several replicas, until every one does."""
+        for replica in self.replicas:
+            replica.wait_ready(timeout)
+        poll_health(self._health, self.target, timeout)
+        self.reached = True
 
     def info(self) -> pb.ServerInfoReply:
         return self._call(self._stub.ServerInfo, pb.ServerInfoRequest())
@@ -143,6 +147,10 @@ class Client:
         `progress(rows)` is called as each batch is handed to the transport. `labeled`: coreset's
         first centers, the embeddings [L, D] of items labeled already.
         """
+        if self.replicas:
+            return sharding.score_replicated(self.replicas, pool, strategy, k, progress=progress, session_options=dict(
+                model=model, samples=samples, model_seed=model_seed, **options), pool_options=dict(
+                ids=ids, embedding=embedding, keys=keys, **(columns or {})))
         spec = strategy_spec(strategy, options)
         hosted = model_spec(model, samples, model_seed)
         numbers = wire.SCORE_REQUEST_INPUTS if hosted else wire.SCORE_REQUEST
@@ -162,6 +170,7 @@ class Client:
 
     # --- sessions -------------------------------------------------------------------------------
 
+    @replicas.pinned
     def create_session(self, strategy: str = "entropy", k: int = 100, *, session_id: str = "",
                        model: str | None = None, samples: int = 0, model_seed: int = 0, **options) -> str:
         """A scoring session; with `model`, its batches carry raw inputs for that hosted model."""
@@ -177,12 +186,15 @@ class Client:
         return Session(self, self.create_session(strategy, k, session_id=session_id, model=model,
                                                  samples=samples, model_seed=model_seed, **options))
 
+    @replicas.pinned
     def get_session(self, session_id: str) -> pb.Session:
         return self._call(self._stub.GetSession, pb.SessionRef(session_id=session_id))
 
+    @replicas.pinned
     def top_k(self, session_id: str) -> TopK:
         return TopK.from_pb(self._call(self._stub.GetTopK, pb.SessionRef(session_id=session_id)))
 
+    @replicas.pinned
     def delete_session(self, session_id: str) -> None:
         self._committed.pop(session_id, None)
         self._call(self._stub.DeleteSession, pb.SessionRef(session_id=session_id))
@@ -201,11 +213,13 @@ class Client:
             return reply
         return retrying(once, self.backoff, lambda: self.reached)
 
+    @replicas.pinned
     def score(self, session_id: str, logits: np.ndarray | None = None, *, ids: np.ndarray | None = None,
               embedding: np.ndarray | None = None, keys: list[str] | None = None) -> pb.ScoreAck:
         """Add one batch to a session (split under the message limit); returns the last ack."""
         return self.stream(session_id, [Batch(logits, as_ids(ids), embedding, keys)])
 
+    @replicas.pinned
     def add_labeled(self, session_id: str, labeled: np.ndarray) -> pb.ScoreAck:
         """Send a coreset session the embeddings [L, D] of items labeled already (its first
         centers), as batches of no rows at its next seqs; returns the last ack."""
@@ -218,6 +232,7 @@ class Client:
                     self._committed[session_id] = (ack.seq + 1, ack.items)
         return ack
 
+    @replicas.pinned
     def stream(self, session_id: str, batches: Iterable[Batch | tuple], *, resume: bool = False,
                progress: Callable[[int], None] | None = None) -> pb.ScoreAck:
         """Stream batches into a session over one Score call, pipelined; returns the last ack.
@@ -273,7 +288,7 @@ class Client:
                 for ack in call:
                     if ack.replayed and not tolerate_replays:
                         call.cancel()
-                        raise SequenceGap(grpc.StatusCode.FAILED_PRECONDITION, _overtaken(session_id, ack))
+                        raise SequenceGap(grpc.StatusCode.FAILED_PRECONDITION, overtaken(session_id, ack))
                     self._committed[session_id] = (ack.seq + 1, ack.items)
                     self.reached = True
                     yield ack
@@ -281,9 +296,3 @@ class Client:
             self._committed.pop(session_id, None)  # ask the server next time
             raise
 
-
-def _overtaken(session_id: str, ack: pb.ScoreAck) -> str:
-    return (f"session {session_id!r}: batch {ack.acked_seq} was already committed by another writer, so this "
-            f"client's batch {ack.acked_seq} and any after it in this call were not scored (the session is at "
-            f"batch {ack.seq}, {ack.items} items). Give each session one writer; to keep them, send those batches "
-            f"again without resume (the next call starts at the server's next seq)")

@@ -100,3 +100,10 @@ def mapped(requests: Requests | None = None) -> Iterator[None]:
         if requests is not None and requests.error is not None:
             raise requests.error  # the pool reader failed on this side, not the server
         raise from_rpc_error(err) from None
+
+
+def overtaken(session_id: str, ack) -> str:
+    return (f"session {session_id!r}: batch {ack.acked_seq} was already committed by another writer, so this "
+            f"client's batch {ack.acked_seq} and any after it in this call were not scored (the session is at "
+            f"batch {ack.seq}, {ack.items} items). Give each session one writer; to keep them, send those batches "
+            f"again without resume (the next call starts at the server's next seq)")
