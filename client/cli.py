@@ -68,7 +68,7 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
                                 "(file://, s3://, gs://, an fsspec protocol); - for an Arrow IPC stream on stdin")
     p.add_argument("--strategy", default="entropy")
     p.add_argument("-k", "--k", type=int, default=100, help="how many items to select (default 100)")
-    p.add_argument("--target", help="host:port of a server; without it an embedded one runs on loopback")
+    p.add_argument("--target", help="host:port of a server (several, comma-separated, or a dns:/// name: the pool is spread over the replicas); without it the pool is scored here")
     _token_flag(p)
     p.add_argument("--out", type=Path, help="write the top-K to .csv, .jsonl or .parquet instead of a table")
     p.add_argument("--input-kind", default="logits", choices=["logits", "probabilities", "log_probabilities"])

@@ -154,3 +154,16 @@ def test_no_replica_answering_is_an_error_that_names_them() -> None:
     with pytest.raises(ConnectionError, match="no replica answered") as err:
         score_pool_sharded(closed, pool(100), "entropy", k=5, failover_s=0.2)
     assert all(t in str(err.value) for t in closed)
+
+
+def test_the_cli_spreads_a_pool_over_comma_separated_targets(three, tmp_path) -> None:
+    logits = pool(30_000, seed=11)
+    np.save(tmp_path / "pool.npy", logits)
+    done = subprocess.run([sys.executable, "-m", "poolscore.client.cli", "score", str(tmp_path / "pool.npy"), "-k", "5",
+                           "--strategy", "margin", "--target", ",".join(r.target for r in three), "--out",
+                           str(tmp_path / "top.csv")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with Client(three[2].target) as one:
+        expected = one.score_pool(logits, "margin", k=5)
+    rows = (tmp_path / "top.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[1]) for r in rows] == expected.ids.tolist()
