@@ -67,7 +67,7 @@ def check_mergeable(strategy: str, options: dict) -> None:
 
 
 def score_replicated(replicas: list, pool, strategy: str, k: int, *, progress: Callable[[int], None] | None,
-                     session_options: dict, pool_options: dict, snapshot_rows: int = SNAPSHOT_ROWS) -> TopK:
+                     session_options: dict, pool_options: dict, snapshot_rows: int | None = None) -> TopK:
     """The pool's exact top-k from `replicas` (Clients), in rounds: every live replica takes a share;
     what a failed one held goes to the others in this round or, if they had finished, the next."""
     check_mergeable(strategy, session_options)
@@ -76,7 +76,7 @@ def score_replicated(replicas: list, pool, strategy: str, k: int, *, progress: C
     kept: list[TopK] = []
     failures: list[str] = []
     while True:
-        shares = [_Share(c, work, strategy, k, session_options, snapshot_rows) for c in live]
+        shares = [_Share(c, work, strategy, k, session_options, snapshot_rows or SNAPSHOT_ROWS) for c in live]
         with ThreadPoolExecutor(len(shares)) as threads:
             for done in [threads.submit(s.run) for s in shares]:
                 done.result()  # a caller's or the pool's error: raised once every share has stopped
