@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from poolscore.server.metrics import Metrics
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "base"
 SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_info", "_created")
 PROMETHEUS_OWN = {"up"}  # scraped-target health: Prometheus makes it, not the server
 
