@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null; then
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null \
+        || ! command -v java >/dev/null; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    # prometheus: the metrics tests' real Prometheus; openssl: the TLS tests make their certificates
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus openssl >/dev/null
+    # prometheus: the metrics tests' real Prometheus; openssl: the TLS tests make their certificates;
+    # a Java 17 runtime: the Spark tests' local-mode JVM (Spark 4 needs 17 or later)
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus openssl \
+        openjdk-17-jre-headless >/dev/null
     # the package starts a system Prometheus on :9090; the tests run their own
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || $sudo service prometheus stop >/dev/null 2>&1 || true
 fi
@@ -20,6 +23,7 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+# ray and spark: the pipeline-engine tests run both in local mode
 # constraints.txt pins torch to the CPU build; the package itself never pins it
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[server,dev]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[server,dev,ray,spark]"
 .venv/bin/python -c "import poolscore.server, poolscore.client, poolscore.v1; print('poolscore set up in .venv')"
