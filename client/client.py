@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2_grpc
 
-from poolscore.client import replicas, sharding, tensors, wire
+from poolscore.client import candidate_sets, replicas, sharding, tensors, wire
 from poolscore.client.tensors import narrowed
 from poolscore.client.auth import with_token
 from poolscore.client.channels import channel_args, poll_health, room
@@ -148,9 +148,11 @@ class Client:
         first centers, the embeddings [L, D] of items labeled already.
         """
         if self.replicas:
-            return sharding.score_replicated(self.replicas, pool, strategy, k, progress=progress, session_options=dict(
-                model=model, samples=samples, model_seed=model_seed, **options), pool_options=dict(
-                ids=ids, embedding=embedding, keys=keys, **(columns or {})))
+            shared = dict(progress=progress, session_options=dict(model=model, samples=samples, model_seed=model_seed,
+                          **options), pool_options=dict(ids=ids, embedding=embedding, keys=keys, **(columns or {})))
+            if candidate_sets.two_stage(strategy, options):
+                return candidate_sets.score_two_pass(self.replicas, pool, strategy, k, labeled=labeled, **shared)
+            return sharding.score_replicated(self.replicas, pool, strategy, k, **shared)
         spec = strategy_spec(strategy, options)
         hosted = model_spec(model, samples, model_seed)
         numbers = wire.SCORE_REQUEST_INPUTS if hosted else wire.SCORE_REQUEST

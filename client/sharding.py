@@ -26,6 +26,7 @@ from poolscore.client.specs import TopK
 log = logging.getLogger("poolscore.client")
 
 # Selections whose top-K over a union is not the top-K of the shards' top-Ks
+# (the candidate-set ones are spread in two passes instead: candidate_sets.py)
 UNMERGEABLE = ("class_balanced", "coreset", "badge", "cluster_margin", "batch_bald", "expected_error_reduction")
 # What a replica's failure looks like, as against the pool's or the caller's (those fail everywhere)
 REPLICA_FAULTS = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND,
@@ -71,8 +72,8 @@ def score_replicated(replicas: list, pool, strategy: str, k: int, *, progress: C
     """The pool's exact top-k from `replicas` (Clients), in rounds: every live replica takes a share;
     what a failed one held goes to the others in this round or, if they had finished, the next."""
     check_mergeable(strategy, session_options)
-    live = _reachable(replicas)
-    work = _Work(_numbered(batches_of(pool, min(c.batch_bytes for c in live), **pool_options)), progress)
+    live = reachable(replicas)
+    work = _Work(numbered(batches_of(pool, min(c.batch_bytes for c in live), **pool_options)), progress)
     kept: list[TopK] = []
     failures: list[str] = []
     while True:
@@ -90,7 +91,7 @@ def score_replicated(replicas: list, pool, strategy: str, k: int, *, progress: C
                                                            + "; ".join(failures))
 
 
-def _reachable(replicas: list) -> list:
+def reachable(replicas: list) -> list:
     """The replicas that answer now (one that never answered is left out, with a warning)."""
     live = []
     for c in replicas:
@@ -106,7 +107,7 @@ def _reachable(replicas: list) -> list:
     return live
 
 
-def _numbered(batches: Iterator[Batch]) -> Iterator[Batch]:
+def numbered(batches: Iterator[Batch]) -> Iterator[Batch]:
     """Rows without ids numbered over the whole pool, so every share reports one server's ids."""
     row = 0
     for b in batches:

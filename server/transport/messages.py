@@ -12,6 +12,7 @@ from poolscore.server.models.hosted import ModelInfo
 from poolscore.server.models.repository import ModelRepository
 from poolscore.server.sessions.session import Session, State
 from poolscore.server.strategies import STRATEGIES, Spec, parse_spec
+from poolscore.server.strategies.selection import CANDIDATES_PER_K
 from poolscore.v1 import scoring_pb2 as pb
 
 _KINDS = {pb.LOGITS: "logits", pb.PROBABILITIES: "probabilities", pb.LOG_PROBABILITIES: "log_probabilities"}
@@ -91,4 +92,6 @@ def model_info_to_pb(m: ModelInfo) -> pb.ModelInfo:
 
 def strategies_to_pb() -> list[pb.StrategyInfo]:
     return [pb.StrategyInfo(name=s.name, input_shape=s.shape, summary=s.summary, needs_embedding=s.needs_embedding,
-                            entropic=s.entropic, set_level=s.set_level) for s in STRATEGIES.values()]
+                            entropic=s.entropic, set_level=s.set_level,
+                            default_pre_score=s.default_pre_score if s.selects else "",
+                            candidates_per_k=CANDIDATES_PER_K if s.set_level or s.name == "stochastic" else 0) for s in STRATEGIES.values()]

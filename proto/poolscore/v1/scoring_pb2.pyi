@@ -200,20 +200,24 @@ class ServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StrategyInfo(_message.Message):
-    __slots__ = ("name", "input_shape", "summary", "needs_embedding", "entropic", "set_level")
+    __slots__ = ("name", "input_shape", "summary", "needs_embedding", "entropic", "set_level", "default_pre_score", "candidates_per_k")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     NEEDS_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     ENTROPIC_FIELD_NUMBER: _ClassVar[int]
     SET_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PRE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_PER_K_FIELD_NUMBER: _ClassVar[int]
     name: str
     input_shape: str
     summary: str
     needs_embedding: bool
     entropic: bool
     set_level: bool
-    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[str] = ..., summary: _Optional[str] = ..., needs_embedding: _Optional[bool] = ..., entropic: _Optional[bool] = ..., set_level: _Optional[bool] = ...) -> None: ...
+    default_pre_score: str
+    candidates_per_k: int
+    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[str] = ..., summary: _Optional[str] = ..., needs_embedding: _Optional[bool] = ..., entropic: _Optional[bool] = ..., set_level: _Optional[bool] = ..., default_pre_score: _Optional[str] = ..., candidates_per_k: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_message_bytes", "max_k", "max_sessions", "session_memory_bytes", "session_memory_free_bytes", "checkpoint_batches")
