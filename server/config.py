@@ -41,6 +41,10 @@ class ServeConfig:
     tls_key: str = ""  # PEM private key of --tls-cert
     tls_client_ca: str = ""  # PEM CA bundle: require client certificates signed by it (mTLS)
     cert_principals: bool = False  # mTLS: a call with no token is the principal cert:<its certificate's CN>
+    shm: bool = True  # same-host clients may send batches through POSIX shared memory (--shm false: bytes only)
+    shm_max_mb: int = 4096  # shared-memory regions mapped at once, all principals together
+    shm_max_regions: int = 16  # regions one principal may hold
+    shm_idle_s: float = 300.0  # a region no request used for this long is unmapped (its client died, or forgot it)
     uds: str = ""  # also listen on this Unix domain socket path (same-host clients: Client("unix:PATH"))
     http_port: int = -1  # KServe v2 REST (health, metadata, infer) on this port, as Triton's 8000; 0: free; -1: off
     health_port: int = -1  # a plaintext port serving only grpc.health.v1 (kubelet probes of a TLS server); 0: free; -1: off

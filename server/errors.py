@@ -126,3 +126,18 @@ class SessionElsewhere(PoolscoreError):
     def __init__(self, session_id: str) -> None:
         super().__init__(f"session {shown(session_id)} is served by another replica sharing this state dir; "
                          f"retry (it moves here once that replica stops)")
+
+
+class RegionNotFound(PoolscoreError, KeyError):
+    """A shared-memory region or segment that is not registered for this principal (NOT_FOUND)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class NoSharedMemory(PoolscoreError):
+    """This server maps no shared memory (--shm false, or no /dev/shm): FAILED_PRECONDITION, so a
+    client sends bytes instead."""
+
+    def __init__(self) -> None:
+        super().__init__("this server does not take shared memory (--shm false, or no /dev/shm); send the bytes")

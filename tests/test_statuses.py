@@ -26,6 +26,8 @@ WANT = {
     errors.SessionElsewhere("s"): grpc.StatusCode.UNAVAILABLE,
     errors.SessionCorrupt("s", "/state/x.session", "checksum mismatch"): grpc.StatusCode.DATA_LOSS,
     errors.SessionUnrestorable("s", "/state/x.session", "no model named 'm'"): grpc.StatusCode.FAILED_PRECONDITION,
+    errors.RegionNotFound("shared-memory region 'r'"): grpc.StatusCode.NOT_FOUND,
+    errors.NoSharedMemory(): grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -95,3 +95,7 @@ def strategies_to_pb() -> list[pb.StrategyInfo]:
                             entropic=s.entropic, set_level=s.set_level,
                             default_pre_score=s.default_pre_score if s.selects else "",
                             candidates_per_k=CANDIDATES_PER_K if s.set_level or s.name == "stochastic" else 0) for s in STRATEGIES.values()]
+
+
+def region_to_pb(region) -> pb.SharedMemoryRegion:
+    return pb.SharedMemoryRegion(name=region.name, key=region.key, byte_size=region.size, idle_s=region.idle_s)

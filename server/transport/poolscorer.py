@@ -21,6 +21,7 @@ from poolscore.server.strategies import Spec, check_k
 from poolscore.server.transport import messages as msg, wire
 from poolscore.server.transport.auth import Principals
 from poolscore.server.transport.readahead import read_ahead
+from poolscore.server.transport.shared_memory import Regions, resolved
 from poolscore.server.transport.statuses import maps_errors
 from poolscore.server.transport.wire import Parsed
 from poolscore.v1 import scoring_pb2 as pb
@@ -33,6 +34,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         self.config, self.backend, self.sessions, self.metrics = config, backend, sessions, metrics
         self.models, self.pipeline = models, pipeline
         self.principals = principals or Principals()
+        self.regions = Regions(config.shm, config.shm_max_mb * 2**20, config.shm_max_regions, config.shm_idle_s)
         metrics.sessions.set_function(lambda: len(sessions))  # live at each scrape, expiry included
         self.max_streams = config.max_streams or max(1, config.workers - 8)
         self._streams = threading.BoundedSemaphore(self.max_streams)
@@ -58,6 +60,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                 with self.metrics.batch_seconds.labels("ScorePool").time():
                     state = session.state  # batches numbered from 0, a header alone uncounted
                     session.commit(state, self._scored(session, state, state.next_seq, req))
+                req.release()  # scored and merged: the client's ring may write over its bytes
             if session is None:
                 raise BadInput("requests", "the stream sent no batch")
             return msg.top_to_pb(session.state)
@@ -94,6 +97,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                         checkpoints.committed(session)
                 if not fresh:
                     state.check_resend(req.seq, digest, session.id)
+                req.release()
             touched[id(session)] = (session, req.seq)
             yield msg.ack(session, state, req.seq, replayed=not fresh)
         for session, seq in touched.values() if checkpoints is not None else ():
@@ -123,6 +127,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     @maps_errors
     def ScoreBatch(self, req: Parsed, context: grpc.ServicerContext) -> pb.ScoreBatchReply:
+        req = self._resolved(req, self._who(context))
         with self.metrics.batch_seconds.labels("ScoreBatch").time():
             spec = msg.spec_of(req.strategy)
             if spec.selection.set_level:
@@ -133,7 +138,24 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                 raise OverLimit(f"ScoreBatch: {rows} scores would not fit in a reply under the message limit of "
                                 f"{self.config.max_message_bytes} bytes; send fewer rows, or use ScorePool")
             scored = self.pipeline.score(spec, req.batch, feed=msg.feed_of(req.model, spec, self.models))
-            return pb.ScoreBatchReply(scores=msg.tensor_to_pb(self.backend.to_numpy(scored.scores)))
+            reply = pb.ScoreBatchReply(scores=msg.tensor_to_pb(self.backend.to_numpy(scored.scores)))
+            req.release()
+            return reply
+
+    @maps_errors
+    def RegisterSharedMemory(self, req: pb.RegisterSharedMemoryRequest, context) -> pb.RegisterSharedMemoryResponse:
+        region, nonce = self.regions.register(self._who(context), req.name, req.key, req.byte_size)
+        return pb.RegisterSharedMemoryResponse(region=msg.region_to_pb(region), nonce=nonce)
+
+    @maps_errors
+    def UnregisterSharedMemory(self, req: pb.UnregisterSharedMemoryRequest, context
+                               ) -> pb.UnregisterSharedMemoryResponse:
+        gone = self.regions.unregister(self._who(context), req.name)
+        return pb.UnregisterSharedMemoryResponse(regions=[msg.region_to_pb(r) for r in gone])
+
+    @maps_errors
+    def SharedMemoryStatus(self, req: pb.SharedMemoryStatusRequest, context) -> pb.SharedMemoryStatusResponse:
+        return pb.SharedMemoryStatusResponse(regions=[msg.region_to_pb(r) for r in self.regions.of(self._who(context))])
 
     @maps_errors
     def ServerInfo(self, req: pb.ServerInfoRequest, context: grpc.ServicerContext) -> pb.ServerInfoReply:
@@ -154,7 +176,9 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                              max_sessions=self.config.max_sessions, session_memory_bytes=self.sessions.budget.total,
                              session_memory_free_bytes=self.sessions.budget.free,
                              checkpoint_batches=self.config.checkpoint_batches if checkpoints else 0),
-            state_errors={p.path: p.reason for p in checkpoints.files.problems.values()} if checkpoints else {})
+            state_errors={p.path: p.reason for p in checkpoints.files.problems.values()} if checkpoints else {},
+            shared_memory=pb.SharedMemoryInfo(enabled=self.regions.enabled, max_bytes=self.regions.max_bytes,
+                                              max_regions=self.regions.max_regions, idle_s=self.regions.idle_s))
 
     def _who(self, context: grpc.ServicerContext) -> str:
         """The caller's principal (the interceptor has refused calls without a valid token)."""
@@ -184,8 +208,16 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     def _stream(self, requests: Iterator[Parsed], context: grpc.ServicerContext) -> Iterator[Parsed]:
         """The stream's requests, read ahead, closed when idle. The caller has taken a stream slot."""
-        return read_ahead(requests, active=context.is_active, idle_s=self.config.stream_idle_s,
-                          budget=self._read_ahead, size=_size, pumps=self._pumps, waited=self.metrics.queue_seconds.observe)
+        owner = self._who(context)
+        ahead = read_ahead(requests, active=context.is_active, idle_s=self.config.stream_idle_s,
+                           budget=self._read_ahead, size=_size, pumps=self._pumps, waited=self.metrics.queue_seconds.observe)
+        return (self._resolved(req, owner) for req in ahead)
+
+    def _resolved(self, req: Parsed, owner: str) -> Parsed:
+        """The request with its shared-memory tensors as views of their regions (a bad ref: its error)."""
+        if isinstance(req, Parsed) and req.refs:
+            req.tensors, req.marks = resolved(req.tensors, req.refs, self.regions, owner)
+        return req
 
     def _scored(self, session: Session, state: State, seq: int, req: Parsed, digest: int | None = None) -> State:
         """Batch `seq` scored and merged into `state`, or an error with the session untouched."""

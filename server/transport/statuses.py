@@ -12,7 +12,8 @@ from grpc import StatusCode
 
 from poolscore.server.errors import (
     BadInput, BadToken, Draining, ModelNotFound, NotDurable, OverLimit, ResendConflict, SequenceGap, SessionConflict,
-    SessionCorrupt, SessionElsewhere, SessionNotFound, SessionUnrestorable, StreamIdle, UnknownStrategy,
+    SessionCorrupt, SessionElsewhere, SessionNotFound, SessionUnrestorable, StreamIdle, UnknownStrategy, RegionNotFound,
+    NoSharedMemory,
 )
 
 from poolscore.server.transport.wire import Unparsable
@@ -27,6 +28,7 @@ STATUS_OF = {
     StreamIdle: StatusCode.DEADLINE_EXCEEDED, ResendConflict: StatusCode.FAILED_PRECONDITION,
     Draining: StatusCode.UNAVAILABLE, NotDurable: StatusCode.UNAVAILABLE, SessionElsewhere: StatusCode.UNAVAILABLE,
     SessionCorrupt: StatusCode.DATA_LOSS, SessionUnrestorable: StatusCode.FAILED_PRECONDITION,
+    RegionNotFound: StatusCode.NOT_FOUND, NoSharedMemory: StatusCode.FAILED_PRECONDITION,
 }
 
 

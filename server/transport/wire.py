@@ -22,10 +22,18 @@ from poolscore.v1 import scoring_pb2 as pb
 
 
 class Parsed:
-    """A request message without its tensors, plus the tensors as RawTensor views."""
+    """A request message without its tensors, plus the tensors as RawTensor views. `refs`: the
+    tensors whose bytes lie in shared memory, (region, offset, byte_size, release) each, until
+    the RPC, which knows the caller, resolves them (shared_memory.resolved)."""
 
-    def __init__(self, message, tensors: dict[str, RawTensor]) -> None:
-        self.message, self.tensors = message, tensors
+    def __init__(self, message, tensors: dict[str, RawTensor], refs: dict | None = None) -> None:
+        self.message, self.tensors, self.refs = message, tensors, refs or {}
+        self.marks: list = []  # (region, release mark) to publish once the request is scored
+
+    def release(self) -> None:
+        """Tell the client's ring this request's shared memory may be written again."""
+        for region, mark in self.marks:
+            region.release(mark)
 
     def __getattr__(self, name: str):  # session_id, seq, keys, strategy, k: the small fields
         return getattr(self.message, name)
@@ -93,8 +101,8 @@ def _fields(buf: memoryview):
         yield number, wire, value, start, pos
 
 
-def _tensor(buf: memoryview, field: str) -> RawTensor:
-    dtype, shape, data = 0, [], memoryview(b"")
+def _tensor(buf: memoryview, field: str) -> tuple[RawTensor, tuple | None]:
+    dtype, shape, data, ref = 0, [], memoryview(b""), None
     for number, wire, value, _, _ in _fields(buf):
         if number == 1 and wire == 0:
             dtype = value
@@ -107,7 +115,23 @@ def _tensor(buf: memoryview, field: str) -> RawTensor:
             shape.append(_signed(value))
         elif number == 3 and wire == 2:
             data = value
-    return RawTensor(dtype_name(dtype), tuple(shape), data)
+        elif number == 4 and wire == 2:
+            ref = _shm_ref(value, field)
+    return RawTensor(dtype_name(dtype), tuple(shape), data), ref
+
+
+def _shm_ref(buf: memoryview, field: str) -> tuple[str, int, int, int]:
+    """SharedMemoryRef: (region, offset, byte_size, release)."""
+    region, numbers = "", {2: 0, 3: 0, 4: 0}
+    for number, wire, value, _, _ in _fields(buf):
+        if number == 1 and wire == 2:
+            try:
+                region = bytes(value).decode()
+            except UnicodeDecodeError:
+                raise BadInput(f"{field}.shm.region", "not UTF-8") from None
+        elif number in numbers and wire == 0:
+            numbers[number] = _signed(value) if number != 4 else value
+    return region, numbers[2], numbers[3], numbers[4]
 
 
 _DTYPE_NAMES = {code: pb.DataType.Name(code) for code in pb.DataType.values()}  # once, not per tensor
@@ -133,13 +157,17 @@ def _parse(data: bytes, tensor_fields: dict[int, str], cls) -> Parsed | Unparsab
 
 
 def _parse_or_raise(buf: memoryview, tensor_fields: dict[int, str], cls) -> Parsed:
-    tensors, rest = {}, []
+    tensors, refs, rest = {}, {}, []
     for number, wire, value, start, end in _fields(buf):
         if number in tensor_fields and wire == 2:
-            tensors[tensor_fields[number]] = _tensor(value, tensor_fields[number])  # last one wins, as in protobuf
+            name = tensor_fields[number]
+            tensors[name], ref = _tensor(value, name)  # last one wins, as in protobuf
+            refs.pop(name, None)
+            if ref is not None:
+                refs[name] = ref
         else:
             rest.append(buf[start:end])
-    return Parsed(cls.FromString(b"".join(rest)), tensors)
+    return Parsed(cls.FromString(b"".join(rest)), tensors, refs)
 
 
 def digest(req: Parsed) -> int:

@@ -32,14 +32,28 @@ PROBABILITIES: InputKind
 LOG_PROBABILITIES: InputKind
 
 class Tensor(_message.Message):
-    __slots__ = ("dtype", "shape", "data")
+    __slots__ = ("dtype", "shape", "data", "shm")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    SHM_FIELD_NUMBER: _ClassVar[int]
     dtype: DataType
     shape: _containers.RepeatedScalarFieldContainer[int]
     data: bytes
-    def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    shm: SharedMemoryRef
+    def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., shm: _Optional[_Union[SharedMemoryRef, _Mapping]] = ...) -> None: ...
+
+class SharedMemoryRef(_message.Message):
+    __slots__ = ("region", "offset", "byte_size", "release")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BYTE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    offset: int
+    byte_size: int
+    release: int
+    def __init__(self, region: _Optional[str] = ..., offset: _Optional[int] = ..., byte_size: _Optional[int] = ..., release: _Optional[int] = ...) -> None: ...
 
 class StrategySpec(_message.Message):
     __slots__ = ("name", "input_kind", "temperature", "base", "normalized", "seed", "pre_score", "beta", "sampling", "class_priors", "candidates", "eta", "reference", "loss")
@@ -266,7 +280,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., platform: _Optional[str] = ..., input: _Optional[_Union[TensorSignature, _Mapping]] = ..., logits_output: _Optional[str] = ..., embedding_output: _Optional[str] = ..., default_strategy: _Optional[str] = ..., mc_dropout: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ServerInfoReply(_message.Message):
-    __slots__ = ("version", "device", "strategies", "limits", "models", "model_errors", "state_errors")
+    __slots__ = ("version", "device", "strategies", "limits", "models", "model_errors", "state_errors", "shared_memory")
     class ModelErrorsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +302,7 @@ class ServerInfoReply(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     MODEL_ERRORS_FIELD_NUMBER: _ClassVar[int]
     STATE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_MEMORY_FIELD_NUMBER: _ClassVar[int]
     version: str
     device: str
     strategies: _containers.RepeatedCompositeFieldContainer[StrategyInfo]
@@ -295,8 +310,73 @@ class ServerInfoReply(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     model_errors: _containers.ScalarMap[str, str]
     state_errors: _containers.ScalarMap[str, str]
-    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., strategies: _Optional[_Iterable[_Union[StrategyInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., model_errors: _Optional[_Mapping[str, str]] = ..., state_errors: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    shared_memory: SharedMemoryInfo
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., strategies: _Optional[_Iterable[_Union[StrategyInfo, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., model_errors: _Optional[_Mapping[str, str]] = ..., state_errors: _Optional[_Mapping[str, str]] = ..., shared_memory: _Optional[_Union[SharedMemoryInfo, _Mapping]] = ...) -> None: ...
 
 class ReloadModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RegisterSharedMemoryRequest(_message.Message):
+    __slots__ = ("name", "key", "byte_size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    BYTE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    key: str
+    byte_size: int
+    def __init__(self, name: _Optional[str] = ..., key: _Optional[str] = ..., byte_size: _Optional[int] = ...) -> None: ...
+
+class SharedMemoryRegion(_message.Message):
+    __slots__ = ("name", "key", "byte_size", "idle_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    BYTE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    key: str
+    byte_size: int
+    idle_s: float
+    def __init__(self, name: _Optional[str] = ..., key: _Optional[str] = ..., byte_size: _Optional[int] = ..., idle_s: _Optional[float] = ...) -> None: ...
+
+class RegisterSharedMemoryResponse(_message.Message):
+    __slots__ = ("region", "nonce")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    region: SharedMemoryRegion
+    nonce: int
+    def __init__(self, region: _Optional[_Union[SharedMemoryRegion, _Mapping]] = ..., nonce: _Optional[int] = ...) -> None: ...
+
+class UnregisterSharedMemoryRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class UnregisterSharedMemoryResponse(_message.Message):
+    __slots__ = ("regions",)
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    regions: _containers.RepeatedCompositeFieldContainer[SharedMemoryRegion]
+    def __init__(self, regions: _Optional[_Iterable[_Union[SharedMemoryRegion, _Mapping]]] = ...) -> None: ...
+
+class SharedMemoryStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SharedMemoryStatusResponse(_message.Message):
+    __slots__ = ("regions",)
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    regions: _containers.RepeatedCompositeFieldContainer[SharedMemoryRegion]
+    def __init__(self, regions: _Optional[_Iterable[_Union[SharedMemoryRegion, _Mapping]]] = ...) -> None: ...
+
+class SharedMemoryInfo(_message.Message):
+    __slots__ = ("enabled", "max_bytes", "max_regions", "idle_s")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    max_bytes: int
+    max_regions: int
+    idle_s: float
+    def __init__(self, enabled: _Optional[bool] = ..., max_bytes: _Optional[int] = ..., max_regions: _Optional[int] = ..., idle_s: _Optional[float] = ...) -> None: ...

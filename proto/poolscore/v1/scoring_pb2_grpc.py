@@ -79,6 +79,21 @@ class PoolScorerStub:
                 request_serializer=poolscore_dot_v1_dot_scoring__pb2.ReloadModelsRequest.SerializeToString,
                 response_deserializer=poolscore_dot_v1_dot_scoring__pb2.ServerInfoReply.FromString,
                 _registered_method=True)
+        self.RegisterSharedMemory = channel.unary_unary(
+                '/poolscore.v1.PoolScorer/RegisterSharedMemory',
+                request_serializer=poolscore_dot_v1_dot_scoring__pb2.RegisterSharedMemoryRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_scoring__pb2.RegisterSharedMemoryResponse.FromString,
+                _registered_method=True)
+        self.UnregisterSharedMemory = channel.unary_unary(
+                '/poolscore.v1.PoolScorer/UnregisterSharedMemory',
+                request_serializer=poolscore_dot_v1_dot_scoring__pb2.UnregisterSharedMemoryRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_scoring__pb2.UnregisterSharedMemoryResponse.FromString,
+                _registered_method=True)
+        self.SharedMemoryStatus = channel.unary_unary(
+                '/poolscore.v1.PoolScorer/SharedMemoryStatus',
+                request_serializer=poolscore_dot_v1_dot_scoring__pb2.SharedMemoryStatusRequest.SerializeToString,
+                response_deserializer=poolscore_dot_v1_dot_scoring__pb2.SharedMemoryStatusResponse.FromString,
+                _registered_method=True)
 
 
 class PoolScorerServicer:
@@ -143,6 +158,28 @@ class PoolScorerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterSharedMemory(self, request, context):
+        """Same-host clients: a POSIX shared-memory segment mapped once, so batches carry only
+        (region, offset) references (Tensor.shm) instead of their bytes. Regions are the caller's
+        principal's; another principal's name is NOT_FOUND. An idle region is unmapped after
+        ServerInfo's shared_memory.idle_s.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnregisterSharedMemory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SharedMemoryStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PoolScorerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -190,6 +227,21 @@ def add_PoolScorerServicer_to_server(servicer, server):
                     servicer.ReloadModels,
                     request_deserializer=poolscore_dot_v1_dot_scoring__pb2.ReloadModelsRequest.FromString,
                     response_serializer=poolscore_dot_v1_dot_scoring__pb2.ServerInfoReply.SerializeToString,
+            ),
+            'RegisterSharedMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterSharedMemory,
+                    request_deserializer=poolscore_dot_v1_dot_scoring__pb2.RegisterSharedMemoryRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_scoring__pb2.RegisterSharedMemoryResponse.SerializeToString,
+            ),
+            'UnregisterSharedMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnregisterSharedMemory,
+                    request_deserializer=poolscore_dot_v1_dot_scoring__pb2.UnregisterSharedMemoryRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_scoring__pb2.UnregisterSharedMemoryResponse.SerializeToString,
+            ),
+            'SharedMemoryStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SharedMemoryStatus,
+                    request_deserializer=poolscore_dot_v1_dot_scoring__pb2.SharedMemoryStatusRequest.FromString,
+                    response_serializer=poolscore_dot_v1_dot_scoring__pb2.SharedMemoryStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -435,6 +487,87 @@ class PoolScorer:
             '/poolscore.v1.PoolScorer/ReloadModels',
             poolscore_dot_v1_dot_scoring__pb2.ReloadModelsRequest.SerializeToString,
             poolscore_dot_v1_dot_scoring__pb2.ServerInfoReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterSharedMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poolscore.v1.PoolScorer/RegisterSharedMemory',
+            poolscore_dot_v1_dot_scoring__pb2.RegisterSharedMemoryRequest.SerializeToString,
+            poolscore_dot_v1_dot_scoring__pb2.RegisterSharedMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnregisterSharedMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poolscore.v1.PoolScorer/UnregisterSharedMemory',
+            poolscore_dot_v1_dot_scoring__pb2.UnregisterSharedMemoryRequest.SerializeToString,
+            poolscore_dot_v1_dot_scoring__pb2.UnregisterSharedMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SharedMemoryStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/poolscore.v1.PoolScorer/SharedMemoryStatus',
+            poolscore_dot_v1_dot_scoring__pb2.SharedMemoryStatusRequest.SerializeToString,
+            poolscore_dot_v1_dot_scoring__pb2.SharedMemoryStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
