@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2_grpc
 
-from poolscore.client import candidate_sets, replicas, sharding, tensors, wire
+from poolscore.client import candidate_sets, replicas, sessions, shared_memory, sharding, tensors, wire
 from poolscore.client.tensors import narrowed
 from poolscore.client.auth import with_token
 from poolscore.client.channels import channel_args, poll_health, room
@@ -28,7 +28,8 @@ class Client:
                  max_message_bytes: int = 64 * 1024 * 1024, batch_bytes: int = 4 * 1024 * 1024,
                  root_certificates: bytes | None = None, private_key: bytes | None = None,
                  certificate_chain: bytes | None = None, tls: bool = False, retry_s: float = 60.0,
-                 wire_dtype: str | None = None, server_name: str | None = None, failover_s: float = 5.0) -> None:
+                 wire_dtype: str | None = None, server_name: str | None = None, failover_s: float = 5.0,
+                 shared_memory: bool | None = None) -> None:
         """`token`: the server's --token, sent as a bearer token with every call. TLS: a
         `grpcs://host:port` target, `tls=True`, or any of the PEM arguments (the CA that signed
         the server's certificate; a client certificate and its key for mTLS). `retry_s`: how
@@ -36,7 +37,8 @@ class Client:
         `wire_dtype` ("float16", "bfloat16"): logits and embeddings travel narrowed to that,
         converted a batch at a time: half the bytes on the wire (see the README for what it
         does to the ranking). `server_name`: the name the server's certificate must carry, where
-        the target is an address.
+        the target is an address. `shared_memory`: score_pool's batches go through POSIX shared
+        memory to a server on this host (None: when the target is local and the server takes it).
 
         Several replicas (a list of targets, "a:1,b:2", or a `dns:///` name resolving to several
         addresses): score_pool spreads the pool over all of them and merges exactly; a replica
@@ -49,7 +51,7 @@ class Client:
         target, server_name = found[0], server_name or resolved_name
         self.timeout = timeout
         narrowed(np.zeros(1, np.float32), wire_dtype)  # a bad wire_dtype is refused here, not mid-pool
-        self.wire_dtype = wire_dtype
+        self.wire_dtype, self.shared_memory = wire_dtype, shared_memory
         self.backoff = Backoff(total_s=retry_s)
         self.reached = False  # a call has been answered: an UNAVAILABLE since is an outage, retried
         self._asked_bytes = min(batch_bytes, room(max_message_bytes))
@@ -156,19 +158,25 @@ class Client:
         spec = strategy_spec(strategy, options)
         hosted = model_spec(model, samples, model_seed)
         numbers = wire.SCORE_REQUEST_INPUTS if hosted else wire.SCORE_REQUEST
-        source = batches_of(pool, self.batch_bytes, ids=ids, embedding=embedding, keys=keys, **(columns or {}))
+        ring = shared_memory.ring_for(self, self.shared_memory)  # None: the bytes go in the messages
+        source = batches_of(pool, ring.batch_bytes if ring else self.batch_bytes, ids=ids, embedding=embedding,
+                            keys=keys, **(columns or {}))
 
         def requests() -> Iterator[bytes]:
             yield pb.ScoreRequest(strategy=spec, k=k, model=hosted).SerializeToString()  # a pool of no rows still answers
             yield from wire.labeled_requests(labeled, self.batch_bytes)
             for batch in source:
-                yield wire.encode(pb.ScoreRequest(), batch, numbers, self.wire_dtype)
+                yield (ring or wire).encode(pb.ScoreRequest(), batch, numbers, self.wire_dtype)
                 if progress is not None:
                     progress(batch.rows)
 
         stream = Requests(requests())
-        with mapped(stream):
-            return TopK.from_pb(self._score_pool(stream, timeout=self.timeout))
+        try:
+            with mapped(stream):
+                return TopK.from_pb(self._score_pool(stream, timeout=self.timeout))
+        finally:
+            if ring is not None:
+                ring.close()
 
     # --- sessions -------------------------------------------------------------------------------
 
@@ -225,14 +233,7 @@ class Client:
     def add_labeled(self, session_id: str, labeled: np.ndarray) -> pb.ScoreAck:
         """Send a coreset session the embeddings [L, D] of items labeled already (its first
         centers), as batches of no rows at its next seqs; returns the last ack."""
-        session = self.get_session(session_id)
-        ack = None
-        with mapped():
-            for seq, req in enumerate(wire.labeled_requests(labeled, self.batch_bytes), start=session.next_seq):
-                small = pb.ScoreRequest(session_id=session_id, seq=seq).SerializeToString()
-                for ack in self._score(iter([small + req]), timeout=self.timeout):
-                    self._committed[session_id] = (ack.seq + 1, ack.items)
-        return ack
+        return sessions.send_labeled(self, session_id, labeled)
 
     @replicas.pinned
     def stream(self, session_id: str, batches: Iterable[Batch | tuple], *, resume: bool = False,

@@ -57,3 +57,18 @@ class Session:
             self._client.delete_session(self.id)
         except NotFound:
             pass
+
+
+def send_labeled(client: "Client", session_id: str, labeled: np.ndarray) -> pb.ScoreAck:
+    """Client.add_labeled: the rows as batches of no rows at the session's next seqs, one call each."""
+    from poolscore.client import wire
+    from poolscore.client.errors import mapped
+
+    session = client.get_session(session_id)
+    ack = None
+    with mapped():
+        for seq, req in enumerate(wire.labeled_requests(labeled, client.batch_bytes), start=session.next_seq):
+            small = pb.ScoreRequest(session_id=session_id, seq=seq).SerializeToString()
+            for ack in client._score(iter([small + req]), timeout=client.timeout):
+                client._committed[session_id] = (ack.seq + 1, ack.items)
+    return ack

@@ -33,6 +33,9 @@ def poolscorer(s: PoolScorer) -> grpc.GenericRpcHandler:
         "DeleteSession": unary(s.DeleteSession, wire.message(pb.SessionRef), _out),
         "ServerInfo": unary(s.ServerInfo, wire.message(pb.ServerInfoRequest), _out),
         "ReloadModels": unary(s.ReloadModels, wire.message(pb.ReloadModelsRequest), _out),
+        "RegisterSharedMemory": unary(s.RegisterSharedMemory, wire.message(pb.RegisterSharedMemoryRequest), _out),
+        "UnregisterSharedMemory": unary(s.UnregisterSharedMemory, wire.message(pb.UnregisterSharedMemoryRequest), _out),
+        "SharedMemoryStatus": unary(s.SharedMemoryStatus, wire.message(pb.SharedMemoryStatusRequest), _out),
     })
 
 

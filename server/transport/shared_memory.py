@@ -105,6 +105,8 @@ class Regions:
             raise RegionNotFound(f"shared-memory segment {key!r}: none on this server's host") from None
         except PermissionError:
             raise BadInput("key", f"segment {key!r} cannot be opened by the server's user (its mode)") from None
+        except OSError as err:  # ELOOP: a symbolic link, refused (O_NOFOLLOW)
+            raise BadInput("key", f"segment {key!r} cannot be mapped: {err.strerror}") from None
         try:
             stat = os.fstat(fd)
             have = stat.st_size

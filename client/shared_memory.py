@@ -1,0 +1,173 @@
+"""Batches through POSIX shared memory to a server on this host: one copy, no bytes on the wire.
+
+A `Ring` is a segment this client creates under /dev/shm and registers on the server, which
+maps it once. Each batch's tensors are written into the ring (one pass: a float16 wire dtype
+is converted on the way in) and the request carries only their (region, offset, size). After
+scoring a request the server stores its release mark in the segment's header, and the ring
+reuses the bytes before that mark; a batch that finds the ring full waits for it.
+
+Nothing is left behind on a crash: the segment's name is unlinked as soon as the server has
+mapped it, so the memory goes when both processes have let go of it, and the server unmaps
+a region no request has used for its idle time. The name lives only for the register call;
+were a client killed inside that call, `rm /dev/shm/poolscore-<pid>-*` removes it.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import secrets
+import struct
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from poolscore.client.errors import PoolscoreError, mapped
+from poolscore.client.pools import Batch
+from poolscore.client.tensors import narrowed, wire_dtype
+from poolscore.client.wire import _len_field, _varint, SCORE_REQUEST_INPUTS
+from poolscore.v1 import scoring_pb2 as pb
+
+log = logging.getLogger("poolscore.client")
+
+SHM_DIR = "/dev/shm"
+HEADER = 64  # bytes 0-7: this ring's nonce; 8-15: the server's release mark; the data after
+ALIGN = 64
+RING_BYTES = 64 * 2**20
+BATCH_BYTES = 8 * 2**20  # a batch's tensor bytes through shared memory: the message no longer bounds it
+LOCAL_HOSTS = ("localhost", "127.", "[::1]", "::1", "unix:")
+# a server that cannot map this segment: not on this host, another user's, shared memory off
+FALLBACK = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def is_local(target: str) -> bool:
+    host = target.split("://", 1)[-1]
+    return any(host.startswith(prefix) for prefix in LOCAL_HOSTS) and os.path.isdir(SHM_DIR)
+
+
+class Ring:
+    """A registered segment, written as a ring of tensors; one stream's at a time."""
+
+    def __init__(self, stub, timeout: float | None, size: int | None = None) -> None:
+        size = size or RING_BYTES
+        self.key = f"poolscore-{os.getpid()}-{secrets.token_hex(8)}"
+        self.stub, self.timeout, self.capacity = stub, timeout, size - HEADER
+        path = os.path.join(SHM_DIR, self.key)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                os.ftruncate(fd, size)
+                self.map = mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
+            nonce = secrets.randbits(64)
+            struct.pack_into("<Q", self.map, 0, nonce)
+            try:
+                with mapped():
+                    reply = stub.RegisterSharedMemory(pb.RegisterSharedMemoryRequest(
+                        name=self.key, key=self.key, byte_size=size), timeout=timeout)
+            except BaseException:
+                self.map.close()
+                raise
+        finally:
+            os.unlink(path)  # the server has it mapped, or never will
+        self.data = np.frombuffer(self.map, np.uint8)[HEADER:]
+        self.batch_bytes = min(BATCH_BYTES, self.capacity // 4)  # room for the next batches while one is scored
+        self.pos = 0  # bytes written since the start, wrapping included: a monotone mark
+        self.stopped = threading.Event()  # the call has ended: a batch waiting for room gives up
+        if reply.nonce != nonce:  # a server on another host with a segment of the same name
+            self.close()
+            raise PoolscoreError(grpc.StatusCode.NOT_FOUND, "the server maps other memory under this name")
+
+    def encode(self, small, batch: Batch, numbers: dict[str, int], narrow: str | None = None) -> bytes:
+        """`small` plus the batch's tensors as references into the ring (wire.encode's shape)."""
+        parts = [small.SerializeToString()]
+        if batch.keys is not None:
+            parts[0] = pb.ScoreRequest(keys=batch.keys).SerializeToString() + parts[0]
+        hosted = numbers["logits"] == SCORE_REQUEST_INPUTS["logits"]
+        for name in ("logits", "embedding", "ids"):
+            array = getattr(batch, name)
+            if array is not None:
+                array = np.asarray(array)
+                if name != "ids" and not (hosted and name == "logits"):
+                    array = narrowed(array, narrow)
+                parts.append(self._tensor(numbers[name], array))
+        return b"".join(parts)
+
+    def _tensor(self, number: int, array: np.ndarray) -> bytes:
+        code, a = _as_wire(array)
+        offset, release = self._room(a.nbytes)
+        dest = self.data[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
+        np.copyto(dest, array, casting="unsafe")  # the one copy (a dtype change on the way)
+        ref = (_len_field(1, len(self.key)) + self.key.encode() + b"\x10" + _varint(HEADER + offset)
+               + b"\x18" + _varint(a.nbytes) + b"\x20" + _varint(release))
+        dims = b"".join(_varint(d) for d in a.shape)
+        body = b"\x08" + _varint(code) + _len_field(2, len(dims)) + dims + _len_field(4, len(ref)) + ref
+        return _len_field(number, len(body)) + body
+
+    def _room(self, n: int) -> tuple[int, int]:
+        """Where `n` bytes go (contiguous), once the server has released what was there; and the
+        mark the server publishes when it is done with them."""
+        if n > self.capacity:
+            raise ValueError(f"a tensor of {n} bytes does not fit the shared-memory ring of {self.capacity}")
+        start = -(-self.pos // ALIGN) * ALIGN
+        if start % self.capacity + n > self.capacity:  # no wrapping inside a tensor
+            start += self.capacity - start % self.capacity
+        end = start + n
+        self._wait(end - self.capacity)
+        self.pos = end
+        return start % self.capacity, end
+
+    def _wait(self, mark: int) -> None:
+        pause = 20e-6
+        while self.released() < mark:
+            if self.stopped.wait(pause):
+                raise PoolscoreError(grpc.StatusCode.CANCELLED, "the call ended while a batch waited for the ring")
+            pause = min(2 * pause, 1e-3)
+
+    def released(self) -> int:
+        return struct.unpack_from("<Q", self.map, 8)[0]
+
+    def close(self) -> None:
+        self.stopped.set()
+        try:
+            with mapped():
+                self.stub.UnregisterSharedMemory(pb.UnregisterSharedMemoryRequest(name=self.key), timeout=self.timeout)
+        except PoolscoreError as err:  # gone already (a restart, idle expiry): nothing is left to free
+            log.debug("unregistering %s: %s", self.key, err)
+        del self.data
+        try:
+            self.map.close()
+        except BufferError:  # a view still in a request being sent: unmapped with it
+            pass
+
+
+def _as_wire(array: np.ndarray) -> tuple[int, "_Shape"]:
+    """The wire dtype, and the destination's shape and dtype (nothing copied or allocated)."""
+    code, probe = wire_dtype(np.empty(0, array.dtype))  # other integers widen to int64, any byte order to <
+    return code, _Shape(array.shape, probe.dtype)
+
+
+class _Shape:
+    def __init__(self, shape: tuple, dtype: np.dtype) -> None:
+        self.shape, self.dtype = shape, dtype
+        self.nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+def ring_for(client, wanted: bool | None) -> Ring | None:
+    """A ring for one call, or None to send bytes: shared memory off, a remote target, or a
+    server that cannot map it (said once at debug level; wanted=True raises instead)."""
+    if wanted is False or not (wanted or is_local(client.target)):
+        return None
+    try:
+        if not client.info().shared_memory.enabled:
+            raise PoolscoreError(grpc.StatusCode.FAILED_PRECONDITION, "the server takes no shared memory")
+        return Ring(client._stub, client.timeout)
+    except (PoolscoreError, OSError) as err:
+        if wanted or (isinstance(err, PoolscoreError) and err.code not in FALLBACK):
+            raise
+        log.debug("shared memory to %s not used: %s", client.target, err)
+        return None

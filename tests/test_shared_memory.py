@@ -1,0 +1,234 @@
+"""Shared memory between a client and a real server process on this host: register, score,
+unregister; bad offsets and sizes; another principal's region; a client killed mid-pool."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from poolscore.client import Client, PoolscoreError
+from poolscore.client import shared_memory
+from poolscore.client.pools import Batch
+from poolscore.client.shared_memory import Ring
+from poolscore.client.wire import SCORE_REQUEST
+from poolscore.v1 import scoring_pb2 as pb
+
+ALICE, BOB = "alice-token-0123456789", "bob-token-0123456789"
+
+
+class Server:
+    """`poolscore serve` in its own process, two principals, regions idle for 2 s unmapped."""
+
+    def __init__(self, tmp: Path) -> None:
+        tokens = tmp / "tokens"
+        tokens.write_text(f"alice {ALICE}\nbob {BOB}\n")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "poolscore.client.cli", "serve", "--port", "0", "--metrics-port", "-1",
+             "--compile", "off", "--tokens-file", str(tokens), "--shm-idle-s", "2"],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "POOLSCORE_DEVICE": "cpu"})
+        line = ""
+        for line in self.proc.stderr:
+            if "listening on" in line:
+                break
+        found = re.search(r"listening on [\d.]+:(\d+)", line)
+        assert found, f"no 'listening on' line; last: {line!r}"
+        self.target = f"127.0.0.1:{found.group(1)}"
+        with Client(self.target, token=ALICE) as c:
+            c.wait_ready(timeout=60)
+
+    def mapped(self, key: str) -> bool:
+        return key in Path(f"/proc/{self.proc.pid}/maps").read_text()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("shm"))
+    yield s
+    s.stop()
+
+
+def pool(n: int, c: int = 10, seed: int = 3) -> np.ndarray:
+    logits = np.random.default_rng(seed).normal(0, 2, (n, c)).astype(np.float32)
+    logits[::9] = logits[2]  # ties: the id decides
+    return logits
+
+
+def status(client: Client, code: grpc.StatusCode, call):
+    with pytest.raises(PoolscoreError) as caught:
+        call()
+    assert caught.value.code == code, caught.value
+    return str(caught.value)
+
+
+def ours() -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"poolscore-{os.getpid()}-")]
+
+
+@pytest.mark.parametrize("strategy, shape, options", [("entropy", (60_000, 10), {}), ("margin", (20_000, 300), {}),
+                                                      ("bald", (20_000, 8, 5), {}),
+                                                      ("entropy", (60_000, 10), {"wire_dtype": "float16"})])
+def test_a_pool_through_shared_memory_equals_the_bytes_path(server, monkeypatch, strategy, shape, options) -> None:
+    """A small ring (256 KiB), so it wraps many times: a batch written over before it was scored would show."""
+    monkeypatch.setattr(shared_memory, "RING_BYTES", 256 * 1024)
+    logits = np.random.default_rng(4).normal(0, 2, shape).astype(np.float32)
+    ids = np.random.default_rng(5).permutation(10 * shape[0])[:shape[0]]
+    with Client(server.target, token=ALICE, shared_memory=False, **options) as plain:
+        want = plain.score_pool(logits, strategy, k=200, ids=ids)
+    with Client(server.target, token=ALICE, shared_memory=True, **options) as c:
+        probe = shared_memory.ring_for(c, None)  # a local target: used by itself
+        assert isinstance(probe, Ring)
+        probe.close()
+        got = c.score_pool(logits, strategy, k=200, ids=ids)
+        assert not c._call(c._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest()).regions  # unregistered
+    assert got == want and got.items == shape[0]
+    assert ours() == []  # the segment's name went as soon as the server had mapped it
+
+
+def test_register_score_and_unregister(server) -> None:
+    with Client(server.target, token=ALICE) as c:
+        ring = Ring(c._stub, 30, size=1 << 20)
+        listed = c._call(c._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest()).regions
+        assert [(r.name, r.byte_size) for r in listed] == [(ring.key, 1 << 20)] and server.mapped(ring.key)
+        logits = pool(5000)
+        head = pb.ScoreRequest(strategy=pb.StrategySpec(name="least_confidence"), k=7).SerializeToString()
+        req = ring.encode(pb.ScoreRequest(), Batch(logits), SCORE_REQUEST)
+        assert len(req) < 200  # 200 KB of logits, sent as a reference
+        top = c._score_pool(iter([head, req]), timeout=30)
+        assert list(top.ids) == list(c.score_pool(logits, "least_confidence", k=7, ).ids) and top.items == 5000
+        assert ring.released() == ring.pos  # the server published that it is done with the bytes
+        ring.close()
+        assert not c._call(c._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest()).regions
+        assert not server.mapped(ring.key)
+        with pytest.raises(grpc.RpcError) as gone:  # its refs now name no region
+            c._score_pool(iter([head, req]), timeout=30)
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND and ring.key in gone.value.details()
+
+
+def hand_ref(ring: Ring, offset: int, nbytes: int, shape: tuple) -> bytes:
+    """A logits tensor whose ref says what the caller wants, right or wrong."""
+    t = pb.Tensor(dtype=pb.FP32, shape=list(shape), shm=pb.SharedMemoryRef(region=ring.key, offset=offset,
+                                                                              byte_size=nbytes))
+    return pb.ScoreRequest(logits=t).SerializeToString()
+
+
+@pytest.mark.parametrize("offset, nbytes, shape, says", [
+    ((1 << 20) - 100, 400, (10, 10), "logits.shm: [1048476, 1048876) is outside region"),
+    (-64, 400, (10, 10), "is outside region"),
+    (64, 396, (10, 10), "logits.data: 396 bytes, shape [10, 10] of FP32 needs 400"),
+])
+def test_a_bad_offset_or_size_is_invalid_argument_and_the_session_stays(server, offset, nbytes, shape, says) -> None:
+    with Client(server.target, token=ALICE) as c, c.session("entropy", k=5) as session:
+        ring = Ring(c._stub, 30, size=1 << 20)
+        try:
+            session.score(pool(50))
+            before = c.get_session(session.id)
+            call = lambda: list(c._score(iter([pb.ScoreRequest(session_id=session.id, seq=1).SerializeToString()  # noqa: E731
+                                               + hand_ref(ring, offset, nbytes, shape)]), timeout=30))
+            with pytest.raises(grpc.RpcError) as bad:
+                call()
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and says in bad.value.details()
+            after = c.get_session(session.id)
+            assert (after.next_seq, after.items) == (before.next_seq, before.items) == (1, 50)
+        finally:
+            ring.close()
+
+
+def test_another_principals_region_is_not_found(server) -> None:
+    with Client(server.target, token=ALICE) as alice, Client(server.target, token=BOB) as bob:
+        ring = Ring(alice._stub, 30, size=1 << 20)
+        try:
+            assert not bob._call(bob._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest()).regions
+            head = pb.ScoreRequest(strategy=pb.StrategySpec(name="entropy"), k=3).SerializeToString()
+            with pytest.raises(grpc.RpcError) as theirs:
+                bob._score_pool(iter([head, hand_ref(ring, 64, 400, (10, 10))]), timeout=30)
+            assert theirs.value.code() == grpc.StatusCode.NOT_FOUND
+            status(bob, grpc.StatusCode.NOT_FOUND, lambda: bob._call(
+                bob._stub.UnregisterSharedMemory, pb.UnregisterSharedMemoryRequest(name=ring.key)))
+            assert server.mapped(ring.key)  # Bob's attempt freed nothing of Alice's
+        finally:
+            ring.close()
+
+
+def test_only_poolscore_segments_are_mapped(server, tmp_path) -> None:
+    with Client(server.target, token=ALICE) as c:
+        register = lambda key: c._call(c._stub.RegisterSharedMemory, pb.RegisterSharedMemoryRequest(  # noqa: E731
+            name="x", key=key, byte_size=4096))
+        assert "is not a segment name" in status(c, grpc.StatusCode.INVALID_ARGUMENT, lambda: register("../etc/passwd"))
+        assert "is not a segment name" in status(c, grpc.StatusCode.INVALID_ARGUMENT, lambda: register("sem.other"))
+        assert "none on this server's host" in status(c, grpc.StatusCode.NOT_FOUND,
+                                                      lambda: register("poolscore-absent-0"))
+        target = tmp_path / "victim"
+        target.write_bytes(b"\0" * 8192)
+        link = Path(f"/dev/shm/poolscore-{os.getpid()}-link")
+        link.symlink_to(target)
+        try:
+            assert "cannot be mapped" in status(c, grpc.StatusCode.INVALID_ARGUMENT, lambda: register(link.name))
+        finally:
+            link.unlink()
+        assert target.read_bytes() == b"\0" * 8192
+
+
+CRASHING = """
+import sys, numpy as np
+from poolscore.client import Client
+def pool():
+    x = np.ones((20000, 10), np.float32)
+    n = 0
+    while True:
+        n += 1
+        if n == 20:
+            print("streaming", flush=True)
+        yield (np.arange(n * 20000, (n + 1) * 20000), x)
+with Client(sys.argv[1], token=sys.argv[2], shared_memory=True) as c:
+    c.score_pool(pool(), "entropy", k=5)
+"""
+
+
+def test_a_client_killed_mid_pool_leaks_nothing(server, tmp_path) -> None:
+    script = tmp_path / "crash.py"
+    script.write_text(CRASHING)
+    child = subprocess.Popen([sys.executable, str(script), server.target, BOB], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "streaming"
+    with Client(server.target, token=BOB) as bob:
+        regions = bob._call(bob._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest()).regions
+        assert len(regions) == 1 and regions[0].key.startswith(f"poolscore-{child.pid}-")
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"poolscore-{child.pid}-")]  # no name left
+        deadline = time.monotonic() + 30
+        while bob._call(bob._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest()).regions:  # the 2 s idle limit
+            assert time.monotonic() < deadline, "the dead client's region was never unmapped"
+            time.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while server.mapped(regions[0].key):  # the last view of it goes with the cancelled stream's requests
+            assert time.monotonic() < deadline, "the region is still mapped in the server"
+            time.sleep(0.2)
+        assert bob.score_pool(pool(100), "entropy", k=3).items == 100
+
+
+def test_a_server_without_shared_memory_gets_bytes() -> None:
+    from poolscore.server.app import build_server
+    from poolscore.server.config import ServeConfig
+
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", shm=False)).start()
+    try:
+        with Client(app.target) as c:
+            assert not c.info().shared_memory.enabled and shared_memory.ring_for(c, None) is None
+            assert c.score_pool(pool(1000), "margin", k=4) == Client(app.target, shared_memory=False).score_pool(
+                pool(1000), "margin", k=4)
+        with Client(app.target, shared_memory=True) as forced:
+            status(forced, grpc.StatusCode.FAILED_PRECONDITION, lambda: forced.score_pool(pool(10), "margin", k=2))
+    finally:
+        app.stop(None)
