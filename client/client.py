@@ -9,7 +9,6 @@ import numpy as np
 from grpc_health.v1 import health_pb2_grpc
 
 from poolscore.client import candidate_sets, replicas, sessions, shared_memory, sharding, tensors, wire
-from poolscore.client.tensors import narrowed
 from poolscore.client.auth import with_token
 from poolscore.client.channels import channel_args, poll_health, room
 from poolscore.client.errors import BadBatch, Requests, SequenceGap, Unavailable, mapped, overtaken
@@ -50,7 +49,7 @@ class Client:
                                       "server_name": server_name or resolved_name}) for t in (found if len(found) > 1 else [])]
         target, server_name = found[0], server_name or resolved_name
         self.timeout = timeout
-        narrowed(np.zeros(1, np.float32), wire_dtype)  # a bad wire_dtype is refused here, not mid-pool
+        tensors.narrowed(np.zeros(1, np.float32), wire_dtype)  # a bad wire_dtype is refused here, not mid-pool
         self.wire_dtype, self.shared_memory = wire_dtype, shared_memory
         self.backoff = Backoff(total_s=retry_s)
         self.reached = False  # a call has been answered: an UNAVAILABLE since is an outage, retried
@@ -159,8 +158,8 @@ class Client:
         hosted = model_spec(model, samples, model_seed)
         numbers = wire.SCORE_REQUEST_INPUTS if hosted else wire.SCORE_REQUEST
         ring = shared_memory.ring_for(self, self.shared_memory)  # None: the bytes go in the messages
-        source = batches_of(pool, ring.batch_bytes if ring else self.batch_bytes, ids=ids, embedding=embedding,
-                            keys=keys, **(columns or {}))
+        limits = (ring.batch_bytes, self.batch_bytes) if ring else (self.batch_bytes, None)  # keys stay in messages
+        source = batches_of(pool, *limits, ids=ids, embedding=embedding, keys=keys, **(columns or {}))
 
         def requests() -> Iterator[bytes]:
             yield pb.ScoreRequest(strategy=spec, k=k, model=hosted).SerializeToString()  # a pool of no rows still answers

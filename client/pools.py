@@ -29,29 +29,44 @@ class Batch:
         return 0
 
     @property
+    def tensor_bytes(self) -> int:
+        """Tensor bytes per row."""
+        parts = [self.logits, self.embedding, self.ids]
+        return sum(p[:1].nbytes for p in parts if p is not None and len(p))
+
+    @property
+    def key_bytes(self) -> int:
+        """Message bytes per row a key takes, at most: the longest key's encoding, tag and length."""
+        if not self.keys:
+            return 0
+        widest = max(map(len, self.keys)) * (1 if "".join(self.keys).isascii() else 4)  # UTF-8: ≤ 4 bytes a char
+        return widest + 4
+
+    @property
     def row_bytes(self) -> int:
         """Message bytes per row, at most: its tensors' bytes, plus the longest key's encoding."""
-        parts = [self.logits, self.embedding, self.ids]
-        tensor_bytes = sum(p[:1].nbytes for p in parts if p is not None and len(p))
-        if not self.keys:
-            return max(1, tensor_bytes)
-        widest = max(map(len, self.keys)) * (1 if "".join(self.keys).isascii() else 4)  # UTF-8: ≤ 4 bytes a char
-        return tensor_bytes + widest + 4  # + the field's tag and length
+        return max(1, self.tensor_bytes + self.key_bytes)
 
     def rows_slice(self, lo: int, hi: int) -> "Batch":
         cut = lambda a: None if a is None else a[lo:hi]  # noqa: E731 - views, no copy
         return Batch(cut(self.logits), cut(self.ids), cut(self.embedding), cut(self.keys))
 
 
-def split(batch: Batch, max_bytes: int) -> Iterator[Batch]:
-    """Views of `batch` of at most `max_bytes` of tensor data each (at least one row)."""
-    step = max(1, max_bytes // batch.row_bytes)
+def split(batch: Batch, max_bytes: int, message_bytes: int | None = None) -> Iterator[Batch]:
+    """Views of `batch` of at most `max_bytes` of tensor data and keys each (at least one row).
+    With `message_bytes`, the tensors go elsewhere (shared memory): `max_bytes` bounds them
+    and `message_bytes` the keys, which stay in the message."""
+    if message_bytes is None:
+        step = max(1, max_bytes // batch.row_bytes)
+    else:
+        step = max(1, min(max_bytes // max(1, batch.tensor_bytes), message_bytes // max(1, batch.key_bytes)))
     for lo in range(0, max(batch.rows, 1), step):
         yield batch.rows_slice(lo, lo + step)
 
 
-def batches_of(pool, max_bytes: int, *, ids=None, embedding=None, keys=None, **columns) -> Iterator[Batch]:
-    """Any pool the client takes, as batches under `max_bytes`."""
+def batches_of(pool, max_bytes: int, message_bytes: int | None = None, *, ids=None, embedding=None, keys=None,
+               **columns) -> Iterator[Batch]:
+    """Any pool the client takes, as batches under `max_bytes` (see split for `message_bytes`)."""
     if _through_arrow(pool):
         from poolscore.client import arrow_pools
 
@@ -63,7 +78,7 @@ def batches_of(pool, max_bytes: int, *, ids=None, embedding=None, keys=None, **c
     else:
         source = (_as_batch(item) for item in pool)
     for batch in source:
-        yield from split(batch, max_bytes)
+        yield from split(batch, max_bytes, message_bytes)
 
 
 def as_ids(ids) -> np.ndarray | None:

@@ -86,6 +86,8 @@ class App:
             self.health_server.stop(None)
         if self.scorer is not None and self.scorer.sessions.checkpoints is not None:
             self.scorer.sessions.checkpoints.close()  # every committed batch on disk before exit
+        if self.scorer is not None:
+            self.scorer.regions.close()
         for http in (self._metrics_http, self.rest):
             if http is not None:
                 http.shutdown()

@@ -15,11 +15,13 @@ A client that dies leaks no memory here: an unused region is unmapped after `idl
 """
 from __future__ import annotations
 
+import gc
 import mmap
 import os
 import re
 import struct
 import threading
+import weakref
 import time
 from stat import S_ISREG
 from dataclasses import dataclass, field
@@ -56,12 +58,14 @@ class Region:
         if mark and self.size >= RELEASE_AT + 8:
             struct.pack_into("<Q", self.map, RELEASE_AT, mark)
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Unmap it; False while a request still views it (it is unmapped when that view goes)."""
         self.view.release()
         try:
             self.map.close()
-        except BufferError:  # a request being scored still views it: unmapped when that view goes
-            pass
+        except BufferError:
+            return False
+        return True
 
 
 class Regions:
@@ -71,7 +75,12 @@ class Regions:
         self.enabled = enabled and os.path.isdir(SHM_DIR)
         self.max_bytes, self.max_regions, self.idle_s = max_bytes, max_regions, idle_s
         self._regions: dict[tuple[str, str], Region] = {}
+        # dropped while a request still viewed them: they unmap when the last view goes, and a
+        # cancelled stream's views can sit in a reference cycle (its traceback), so sweeps collect
+        self._closing: list[weakref.ref] = []
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._sweeper: threading.Thread | None = None  # started with the first region: dead clients' go unasked
 
     def register(self, owner: str, name: str, key: str, size: int) -> tuple[Region, int]:
         """The new region and the nonce (its first 8 bytes) as mapped here."""
@@ -96,6 +105,9 @@ class Regions:
                                 f"({self.max_bytes} bytes)")
             region = self._map(owner, name, key, size)
             self._regions[(owner, name)] = region
+            if self._sweeper is None:
+                self._sweeper = threading.Thread(target=self._sweep_loop, name="poolscore-shm-sweep", daemon=True)
+                self._sweeper.start()
         return region, struct.unpack_from("<Q", region.map, 0)[0]
 
     def _map(self, owner: str, name: str, key: str, size: int) -> Region:
@@ -126,8 +138,7 @@ class Regions:
                 raise RegionNotFound(f"shared-memory region {name!r}")
             for r in gone:
                 del self._regions[(owner, r.name)]
-        for r in gone:
-            r.close()
+        self._close(gone)
         return gone
 
     def of(self, owner: str) -> list[Region]:
@@ -148,14 +159,28 @@ class Regions:
         with self._lock:
             stale = [key for key, r in self._regions.items() if now - r.used > self.idle_s]
             gone = [self._regions.pop(key) for key in stale]
-        for r in gone:
-            r.close()
+        self._close(gone)
+        with self._lock:
+            closing = [ref for ref in self._closing if ref() is not None]
+        if closing:
+            gc.collect()  # the mapping goes with its last view
+        with self._lock:
+            self._closing = [ref for ref in self._closing if ref() is not None]
+
+    def _close(self, regions: list[Region]) -> None:
+        still = [weakref.ref(r.map) for r in regions if not r.close()]
+        with self._lock:
+            self._closing.extend(still)
+
+    def _sweep_loop(self) -> None:
+        while not self._stopped.wait(min(self.idle_s / 2, 10.0)):
+            self.sweep()
 
     def close(self) -> None:
+        self._stopped.set()
         with self._lock:
             gone, self._regions = list(self._regions.values()), {}
-        for r in gone:
-            r.close()
+        self._close(gone)
 
 
 def resolved(tensors: dict[str, RawTensor], refs: dict, regions: Regions, owner: str) -> tuple[dict, list]:
