@@ -100,6 +100,8 @@ def _score_flags(p: argparse.ArgumentParser) -> None:
                    help="without --target: start a server on loopback (torch kernels) instead of scoring in this "
                         "process (the default, on the ONNX backend; --device cuda implies a server)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    p.add_argument("--no-shm", action="store_true", help="send the batches' bytes in the messages, not through shared "
+                                                         "memory (used by itself when the server is on this host)")
 
 
 def _local_strategies() -> list[str]:
@@ -184,7 +186,8 @@ def _score(args: argparse.Namespace) -> int:
                                   progress=bar.update)
         return _written(top, args)
     remote = _client_args(args) if args.target else {}
-    with _target(args, rows) as target, Client(target, **remote) as client:
+    shm = False if args.no_shm else None
+    with _target(args, rows) as target, Client(target, shared_memory=shm, **remote) as client:
         client.wait_ready(timeout=args.wait_s)
         if args.target:
             _check_strategy(args.strategy, [s.name for s in client.info().strategies])
