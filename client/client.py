@@ -16,6 +16,7 @@ from poolscore.client.outbox import Outbox
 from poolscore.client.retry import Backoff, retrying
 from poolscore.client.pools import Batch, as_ids, batches_of
 from poolscore.client.sessions import Session
+from poolscore.client.shared_memory import Rings
 from poolscore.client.specs import TopK, model_spec, strategy_spec
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
@@ -69,6 +70,7 @@ class Client:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._committed: dict[str, tuple[int, int]] = {}  # session → (next_seq, items) of its last ack here
         self._hosted: dict[str, bool] = {}  # session → its batches carry raw inputs
+        self._rings = Rings()  # score_pool's shared-memory rings between calls
 
     @property
     def batch_bytes(self) -> int:
@@ -87,6 +89,7 @@ class Client:
     def close(self) -> None:
         for replica in self.replicas:
             replica.close()
+        self._rings.close()
         self._raw_channel.close()
 
     # --- readiness and information --------------------------------------------------------
@@ -157,25 +160,21 @@ class Client:
         spec = strategy_spec(strategy, options)
         hosted = model_spec(model, samples, model_seed)
         numbers = wire.SCORE_REQUEST_INPUTS if hosted else wire.SCORE_REQUEST
-        ring = shared_memory.ring_for(self, self.shared_memory)  # None: the bytes go in the messages
-        limits = (ring.batch_bytes, self.batch_bytes) if ring else (self.batch_bytes, None)  # keys stay in messages
-        source = batches_of(pool, *limits, ids=ids, embedding=embedding, keys=keys, **(columns or {}))
+        with shared_memory.ring_for(self, self.shared_memory) as ring:  # None: the bytes go in the messages
+            limits = (ring.batch_bytes, self.batch_bytes) if ring else (self.batch_bytes, None)  # keys: in messages
+            source = batches_of(pool, *limits, ids=ids, embedding=embedding, keys=keys, **(columns or {}))
 
-        def requests() -> Iterator[bytes]:
-            yield pb.ScoreRequest(strategy=spec, k=k, model=hosted).SerializeToString()  # a pool of no rows still answers
-            yield from wire.labeled_requests(labeled, self.batch_bytes)
-            for batch in source:
-                yield (ring or wire).encode(pb.ScoreRequest(), batch, numbers, self.wire_dtype)
-                if progress is not None:
-                    progress(batch.rows)
+            def requests() -> Iterator[bytes]:
+                yield pb.ScoreRequest(strategy=spec, k=k, model=hosted).SerializeToString()  # 0 rows still answer
+                yield from wire.labeled_requests(labeled, self.batch_bytes)
+                for batch in source:
+                    yield (ring or wire).encode(pb.ScoreRequest(), batch, numbers, self.wire_dtype)
+                    if progress is not None:
+                        progress(batch.rows)
 
-        stream = Requests(requests())
-        try:
+            stream = Requests(requests())
             with mapped(stream):
                 return TopK.from_pb(self._score_pool(stream, timeout=self.timeout))
-        finally:
-            if ring is not None:
-                ring.close()
 
     # --- sessions -------------------------------------------------------------------------------
 

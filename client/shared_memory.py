@@ -13,6 +13,8 @@ were a client killed inside that call, `rm /dev/shm/poolscore-<pid>-*` removes i
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import mmap
 import os
@@ -20,6 +22,7 @@ import secrets
 import struct
 import threading
 import time
+from typing import Iterator
 
 import grpc
 import numpy as np
@@ -35,7 +38,7 @@ log = logging.getLogger("poolscore.client")
 SHM_DIR = "/dev/shm"
 HEADER = 64  # bytes 0-7: this ring's nonce; 8-15: the server's release mark; the data after
 ALIGN = 64
-RING_BYTES = 64 * 2**20
+RING_BYTES = 32 * 2**20
 BATCH_BYTES = 8 * 2**20  # a batch's tensor bytes through shared memory: the message no longer bounds it
 LOCAL_HOSTS = ("localhost", "127.", "[::1]", "::1", "unix:")
 # a server that cannot map this segment: not on this host, another user's, shared memory off
@@ -52,7 +55,7 @@ class Ring:
     """A registered segment, written as a ring of tensors; one stream's at a time."""
 
     def __init__(self, stub, timeout: float | None, size: int | None = None) -> None:
-        size = size or RING_BYTES
+        size = size or _fitting(RING_BYTES)
         self.key = f"poolscore-{os.getpid()}-{secrets.token_hex(8)}"
         self.stub, self.timeout, self.capacity = stub, timeout, size - HEADER
         path = os.path.join(SHM_DIR, self.key)
@@ -60,7 +63,8 @@ class Ring:
         try:
             try:
                 os.ftruncate(fd, size)
-                self.map = mmap.mmap(fd, size)
+                os.posix_fallocate(fd, 0, size)  # a full /dev/shm is ENOSPC now, not SIGBUS mid-pool
+                self.map = mmap.mmap(fd, size, mmap.MAP_SHARED)
             finally:
                 os.close(fd)
             nonce = secrets.randbits(64)
@@ -78,6 +82,7 @@ class Ring:
         self.batch_bytes = min(BATCH_BYTES, self.capacity // 4)  # room for the next batches while one is scored
         self.pos = 0  # bytes written since the start, wrapping included: a monotone mark
         self.stopped = threading.Event()  # the call has ended: a batch waiting for room gives up
+        self.used = time.monotonic()
         if reply.nonce != nonce:  # a server on another host with a segment of the same name
             self.close()
             raise PoolscoreError(grpc.StatusCode.NOT_FOUND, "the server maps other memory under this name")
@@ -157,15 +162,76 @@ class _Shape:
         self.nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
 
-def ring_for(client, wanted: bool | None) -> Ring | None:
+def _fitting(wanted: int) -> int:
+    """The ring's size: `wanted`, or half of what /dev/shm has free (a container's is often
+    64 MiB); under 4 MiB is not worth it (OSError: the bytes go in the messages)."""
+    fs = os.statvfs(SHM_DIR)
+    half = fs.f_bavail * fs.f_frsize // 2
+    size = wanted if half >= wanted else half // 2**20 * 2**20
+    if size < min(wanted, 4 * 2**20):
+        raise OSError(errno.ENOSPC, f"{SHM_DIR} has {fs.f_bavail * fs.f_frsize} bytes free")
+    return size
+
+
+class Rings:
+    """A client's rings between calls. A call takes one (or makes one) and gives it back when it
+    succeeds: a fresh segment's pages cost more to fault in and free than the copy into them."""
+
+    def __init__(self) -> None:
+        self._idle: list[Ring] = []
+        self._lock = threading.Lock()
+
+    def take(self, fresh_s: float) -> Ring | None:
+        """An idle ring used within `fresh_s` (the server unmaps older ones), or None."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        stale = [r for r in idle if time.monotonic() - r.used >= fresh_s]
+        for ring in stale:
+            ring.close()
+        keep = [r for r in idle if r not in stale]
+        with self._lock:
+            self._idle.extend(keep[1:])
+        if keep:
+            keep[0].stopped.clear()
+        return keep[0] if keep else None
+
+    def give(self, ring: Ring) -> None:
+        ring.stopped.set()
+        ring.used = time.monotonic()
+        with self._lock:
+            self._idle.append(ring)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for ring in idle:
+            ring.close()
+
+
+@contextlib.contextmanager
+def ring_for(client, wanted: bool | None) -> Iterator[Ring | None]:
     """A ring for one call, or None to send bytes: shared memory off, a remote target, or a
-    server that cannot map it (said once at debug level; wanted=True raises instead)."""
+    server that cannot map it (said once at debug level; wanted=True raises instead). The ring
+    goes back to the client's idle ones if the call succeeds, and is unregistered if it fails."""
+    ring = _ring(client, wanted)
+    try:
+        yield ring
+    except BaseException:
+        if ring is not None:
+            ring.close()  # a request of the failed call may still be read: this ring is not reused
+        raise
+    if ring is not None:
+        client._rings.give(ring)
+
+
+def _ring(client, wanted: bool | None) -> Ring | None:
     if wanted is False or not (wanted or is_local(client.target)):
         return None
     try:
-        if not client.info().shared_memory.enabled:
+        info = client.info().shared_memory
+        if not info.enabled:
             raise PoolscoreError(grpc.StatusCode.FAILED_PRECONDITION, "the server takes no shared memory")
-        return Ring(client._stub, client.timeout)
+        return client._rings.take(info.idle_s / 2) or Ring(client._stub, client.timeout)
     except (PoolscoreError, OSError) as err:
         if wanted or (isinstance(err, PoolscoreError) and err.code not in FALLBACK):
             raise

@@ -87,17 +87,39 @@ def test_a_pool_through_shared_memory_equals_the_bytes_path(server, monkeypatch,
     with Client(server.target, token=ALICE, shared_memory=False, **options) as plain:
         want = plain.score_pool(logits, strategy, k=200, ids=ids)
     with Client(server.target, token=ALICE, shared_memory=True, **options) as c:
-        probe = shared_memory.ring_for(c, None)  # a local target: used by itself
-        assert isinstance(probe, Ring)
-        probe.close()
         got = c.score_pool(logits, strategy, k=200, ids=ids)
-        assert not c._call(c._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest()).regions  # unregistered
     assert got == want and got.items == shape[0]
     assert ours() == []  # the segment's name went as soon as the server had mapped it
 
 
-def test_register_score_and_unregister(server) -> None:
+def regions(c: Client) -> list[str]:
+    return [r.name for r in c._call(c._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest()).regions]
+
+
+def test_a_clients_calls_reuse_its_ring_and_a_failed_call_drops_it(server) -> None:
+    """A ring stays registered between a client's calls (its pages faulted in once); a call that
+    fails unregisters its ring, and closing the client unregisters the rest."""
     with Client(server.target, token=ALICE) as c:
+        with shared_memory.ring_for(c, None) as probe:  # a local target: used by itself
+            assert isinstance(probe, Ring)
+        assert regions(c) == [probe.key]
+        first = c.score_pool(pool(50_000), "entropy", k=5)
+        assert regions(c) == [probe.key]  # the idle ring was taken again
+        assert c.score_pool(pool(50_000), "entropy", k=5) == first and regions(c) == [probe.key]
+        bad = pool(1000)
+        bad[500, 3] = np.nan
+        with pytest.raises(PoolscoreError, match="NaN in row 500"):
+            c.score_pool(bad, "entropy", k=5)
+        assert regions(c) == []  # the failed call's ring is gone, not reused
+        assert c.score_pool(pool(50_000), "entropy", k=5) == first
+        [again] = regions(c)
+        assert again != probe.key and server.mapped(again)
+    with Client(server.target, token=ALICE) as other:
+        assert regions(other) == [] and not server.mapped(again)  # the first client's close unregistered it
+
+
+def test_register_score_and_unregister(server) -> None:
+    with Client(server.target, token=ALICE, shared_memory=False) as c:  # score_pool's own rings left out
         ring = Ring(c._stub, 30, size=1 << 20)
         listed = c._call(c._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest()).regions
         assert [(r.name, r.byte_size) for r in listed] == [(ring.key, 1 << 20)] and server.mapped(ring.key)
@@ -225,10 +247,21 @@ def test_a_server_without_shared_memory_gets_bytes() -> None:
     app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", shm=False)).start()
     try:
         with Client(app.target) as c:
-            assert not c.info().shared_memory.enabled and shared_memory.ring_for(c, None) is None
+            assert not c.info().shared_memory.enabled
+            with shared_memory.ring_for(c, None) as ring:
+                assert ring is None
             assert c.score_pool(pool(1000), "margin", k=4) == Client(app.target, shared_memory=False).score_pool(
                 pool(1000), "margin", k=4)
         with Client(app.target, shared_memory=True) as forced:
             status(forced, grpc.StatusCode.FAILED_PRECONDITION, lambda: forced.score_pool(pool(10), "margin", k=2))
     finally:
         app.stop(None)
+
+
+def test_a_ring_fits_what_dev_shm_has_free() -> None:
+    """A container's /dev/shm is often 64 MiB: the ring takes at most half of what is free
+    (and its pages are reserved, so a full tmpfs is an error at creation, not a SIGBUS)."""
+    fs = os.statvfs("/dev/shm")
+    size = shared_memory._fitting(1 << 60)
+    assert 4 << 20 <= size <= fs.f_bavail * fs.f_frsize // 2 and size % (1 << 20) == 0
+    assert shared_memory._fitting(256 * 1024) == 256 * 1024  # a small ring asked for: as asked
