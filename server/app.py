@@ -18,7 +18,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from poolscore.server import backends
 from poolscore.server.backends.base import Backend
 from poolscore.server.config import ServeConfig
-from poolscore.server.metrics import Metrics
+from poolscore.server.metrics import GpuCollector, Metrics
 from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline
 from poolscore.server.runtime.allocator import keep_freed_memory
@@ -109,6 +109,8 @@ def build_server(config: ServeConfig) -> App:
                             on_compiled=metrics.compiled.set)
     _warm(backend, config.warm)
     metrics.build.info({"version": version(), "backend": backend.name, "device": backend.description})
+    if backend.device_type == "cuda":
+        GpuCollector.register(metrics.registry)
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes),
                ("grpc.keepalive_time_ms", int(config.keepalive_s * 1000)),  # ping idle connections: dead peers let go

@@ -7,7 +7,7 @@ import numpy as np
 from prometheus_client import (
     GC_COLLECTOR, CollectorRegistry, Counter, Gauge, GCCollector, Histogram, Info, PlatformCollector, ProcessCollector,
 )
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -52,6 +52,38 @@ class ScoreHistogram(Collector):
         yield family
 
 
+class GpuCollector(Collector):
+    """poolscore_gpu_memory_used_bytes / _total_bytes and poolscore_gpu_utilization_ratio by
+    device, read at scrape time from torch (utilisation needs pynvml; left out without it).
+    Registered only when the backend runs on CUDA."""
+
+    def __init__(self, cuda) -> None:
+        self._cuda = cuda
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> None:
+        try:
+            import torch
+        except ImportError:  # the ONNX backend on CUDA without torch: no GPU series
+            return
+        registry.register(cls(torch.cuda))
+
+    def collect(self):
+        used = GaugeMetricFamily("poolscore_gpu_memory_used_bytes", "GPU memory in use, all processes.", labels=["gpu"])
+        total = GaugeMetricFamily("poolscore_gpu_memory_total_bytes", "GPU memory.", labels=["gpu"])
+        util = GaugeMetricFamily("poolscore_gpu_utilization_ratio", "GPU busy share over the last sample period "
+                                 "(NVML).", labels=["gpu"])
+        for i in range(self._cuda.device_count()):
+            free, whole = self._cuda.mem_get_info(i)
+            used.add_metric([str(i)], whole - free)
+            total.add_metric([str(i)], whole)
+            try:
+                util.add_metric([str(i)], self._cuda.utilization(i) / 100.0)
+            except Exception:  # noqa: BLE001 - no pynvml / NVML: the memory series still serve
+                pass
+        yield from (used, total, util)
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -91,6 +123,12 @@ class Metrics:
                               ["code"], registry=registry)
         self.compiled = Gauge("poolscore_compiled_kernels", "Kernels compiled and serving.", registry=registry)
         self.score_sample = ScoreHistogram(registry)
+        self.shm_regions = Gauge("poolscore_shared_memory_regions", "Shared-memory regions mapped, all principals.",
+                                 registry=registry)
+        self.shm_mapped = Gauge("poolscore_shared_memory_mapped_bytes", "Bytes of shared-memory regions mapped "
+                                "(against --shm-max-mb).", registry=registry)
+        self.shm_tensor_bytes = Counter("poolscore_shared_memory_tensor_bytes", "Tensor bytes read from "
+                                        "shared memory rather than from messages.", registry=registry)
         self.auth_failures = Counter("poolscore_auth_failures", "Calls refused UNAUTHENTICATED, by reason "
                                      "(bad_token, rate_limited: the peer failed too often).", ["reason"], registry=registry)
         self.checkpoint_seconds = Histogram("poolscore_checkpoint_duration_seconds",

@@ -139,3 +139,34 @@ def test_sessions_active_counts_live_sessions_and_expired_ones_are_not_found(ttl
                     client.score(ids[1], np.zeros((4, 3), np.float32))
     finally:
         app.stop()
+
+
+def _value(text: str, name: str) -> float | None:
+    found = [line.split()[-1] for line in text.splitlines() if line.split(" ")[0].split("{")[0] == name]
+    return float(found[0]) if found else None
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if __import__("torch").cuda.is_available() else []))
+def test_shared_memory_and_gpu_series(device: str) -> None:
+    """A local client's pool through shared memory shows in the shm series; GPU memory series
+    appear on a CUDA server only (bench/gpu.sh runs the cuda case)."""
+    app = build_server(ServeConfig(port=0, metrics_port=0, device=device, compile="off")).start()
+    url = f"http://127.0.0.1:{app.metrics_port}/metrics"
+    try:
+        with Client(app.target, timeout=30) as c:
+            c.score_pool(np.random.default_rng(2).normal(size=(1000, 10)).astype(np.float32), "entropy", k=3)
+            text = get(url)
+            ring = c._rings._idle[0]  # kept for the next call: still mapped by the server
+            assert _value(text, "poolscore_shared_memory_regions") == 1
+            assert _value(text, "poolscore_shared_memory_mapped_bytes") == ring.capacity + 64
+            assert _value(text, "poolscore_shared_memory_tensor_bytes_total") == 1000 * 10 * 4
+        text = get(url)
+        assert _value(text, "poolscore_shared_memory_regions") == 0  # the client's close unregistered it
+        assert _value(text, "poolscore_shared_memory_mapped_bytes") == 0
+        used, total = _value(text, "poolscore_gpu_memory_used_bytes"), _value(text, "poolscore_gpu_memory_total_bytes")
+        if device == "cuda":
+            assert total > 0 and 0 < used <= total
+        else:
+            assert used is None and total is None and "poolscore_gpu_" not in text
+    finally:
+        app.stop()

@@ -36,6 +36,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         self.principals = principals or Principals()
         self.regions = Regions(config.shm, config.shm_max_mb * 2**20, config.shm_max_regions, config.shm_idle_s)
         metrics.sessions.set_function(lambda: len(sessions))  # live at each scrape, expiry included
+        metrics.shm_regions.set_function(self.regions.count)
+        metrics.shm_mapped.set_function(self.regions.mapped_bytes)
         self.max_streams = config.max_streams or max(1, config.workers - 8)
         self._streams = threading.BoundedSemaphore(self.max_streams)
         self._open = 0  # streams in flight, for the drain
@@ -217,6 +219,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         """The request with its shared-memory tensors as views of their regions (a bad ref: its error)."""
         if isinstance(req, Parsed) and req.refs:
             req.tensors, req.marks = resolved(req.tensors, req.refs, self.regions, owner)
+            self.metrics.shm_tensor_bytes.inc(sum(size for _, _, size, _ in req.refs.values()))
         return req
 
     def _scored(self, session: Session, state: State, seq: int, req: Parsed, digest: int | None = None) -> State:

@@ -141,6 +141,13 @@ class Regions:
         self._close(gone)
         return gone
 
+    def count(self) -> int:
+        return len(self._regions)
+
+    def mapped_bytes(self) -> int:
+        with self._lock:
+            return sum(r.size for r in self._regions.values())
+
     def of(self, owner: str) -> list[Region]:
         self.sweep()
         with self._lock:
