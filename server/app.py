@@ -5,7 +5,7 @@ import gc
 import logging
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -51,6 +51,7 @@ class App:
     health_server: grpc.Server | None = None  # --health-port: plaintext, grpc.health.v1 only
     health_port: int | None = None
     rest: WSGIServer | None = None  # --http-port: KServe v2 REST
+    warming: list = field(default_factory=list)  # --warm's compilations: health says SERVING once they are done
 
     @property
     def target(self) -> str:
@@ -65,9 +66,22 @@ class App:
         self.server.start()
         if self.health_server is not None:
             self.health_server.start()
-        for service in ("", *SERVED):  # health answers per service, as grpc.health.v1 lets probes ask
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.warming:  # calls are answered meanwhile (eagerly); probes and wait_ready wait for full speed
+            self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            threading.Thread(target=self._serve_when_warm, name="poolscore-warm", daemon=True).start()
+        else:
+            self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return self
+
+    def _serve_when_warm(self) -> None:
+        started = time.monotonic()
+        futures.wait(self.warming)
+        log.info("%d kernels warm after %.1f s: serving", len(self.warming), time.monotonic() - started)
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)  # a drain begun meanwhile keeps NOT_SERVING
+
+    def _set_health(self, status) -> None:
+        for service in ("", *SERVED):  # health answers per service, as grpc.health.v1 lets probes ask
+            self.health.set(service, status)
 
     def drain(self, grace_s: float) -> None:
         """SIGTERM: health NOT_SERVING while still answering, new streams UNAVAILABLE, streams in
@@ -107,7 +121,7 @@ def build_server(config: ServeConfig) -> App:
     metrics = Metrics(CollectorRegistry())
     backend = backends.load(config.backend, config.device, compile=config.compile, threads=config.threads,
                             on_compiled=metrics.compiled.set)
-    _warm(backend, config.warm)
+    warming = _warm(backend, config.warm)
     metrics.build.info({"version": version(), "backend": backend.name, "device": backend.description})
     if backend.device_type == "cuda":
         GpuCollector.register(metrics.registry)
@@ -155,7 +169,7 @@ def build_server(config: ServeConfig) -> App:
                            draining=lambda: scorer.draining), config.host, config.http_port) \
         if config.http_port >= 0 else None
     return App(server, port, metrics_port, backend, checker, models, http, principals, scorer, health_server, health_port,
-               rest)
+               rest, warming)
 
 
 def _health_only(config: ServeConfig, checker: health.HealthServicer) -> tuple[grpc.Server | None, int | None]:
@@ -190,12 +204,12 @@ def _tls(config: ServeConfig) -> grpc.ServerCredentials | None:
                                        require_client_auth=ca is not None)
 
 
-def _warm(backend: Backend, names: str) -> None:
+def _warm(backend: Backend, names: str) -> list:
     chosen = list(STRATEGIES) if names == "all" else [n for n in names.split(",") if n]
     unknown = [n for n in chosen if n not in STRATEGIES]
     if unknown:
         raise ValueError(f"--warm: unknown strategies {unknown}")
-    backend.warm([n for n in chosen if STRATEGIES[n].pointwise])  # a selection runs its pre_score's kernel
+    return backend.warm([n for n in chosen if STRATEGIES[n].pointwise])  # a selection runs its pre_score's kernel
 
 
 def _serve_metrics(config: ServeConfig, metrics: Metrics) -> tuple[WSGIServer | None, int | None]:

@@ -18,7 +18,7 @@ COMPILED = ["entropy", "margin", "bald"]  # a reduction, a topk, a sample axis: 
 def compiled_scorer() -> Scorer:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     s = Scorer(device, compile="background")
-    s.warm(COMPILED)
+    s.kernels.warm([strategy_named(n) for n in COMPILED], "logits", torch.float32, s.device, classes=10)
     s.kernels.wait()
     yield s
     s.close()
@@ -167,3 +167,32 @@ def test_compiled_kernels_score_a_row_the_same_bits_at_any_position(compiled_sco
     base = compiled_scorer.score(name, x).cpu()
     for order in (torch.roll(torch.arange(20011), 1), torch.roll(torch.arange(20011), 7), torch.randperm(20011)):
         np.testing.assert_array_equal(compiled_scorer.score(name, x[order]).cpu().numpy(), base[order].numpy())
+
+
+def test_a_kernel_a_request_needs_compiles_before_the_queued_warm_ups() -> None:
+    """warm() queues speculative compilations; a request's kernel (new, or one of them still
+    queued) goes to the front, so a first pool does not wait behind kernels nobody asked for."""
+    from poolscore.server.backends.torch.compiled import CompiledKernels
+
+    import threading
+
+    kernels = CompiledKernels("background")
+    gate = threading.Event()
+    kernels._submit(("hold the compile thread",), gate.wait)  # so the queue's order alone decides
+    try:
+        warm = [strategy_named(n) for n in ("margin", "least_confidence")]
+        kernels.warm(warm, "logits", torch.float32, torch.device("cpu"), classes=(10, 100))  # 4 queued
+        asked = torch.zeros(64, 1000)  # entropy at C = 1000: no warm-up covers it
+        assert kernels.kernel_for(strategy_named("entropy"), "logits", asked, None) is KERNELS["entropy"]  # eager now
+        queued_last = torch.zeros(64, 100)  # least_confidence at C = 100: the last warm-up queued
+        kernels.kernel_for(strategy_named("least_confidence"), "logits", queued_last, None)
+        gate.set()
+        kernels.wait()
+        order = kernels.ready_keys()
+        assert len(order) == 5
+        asked_keys = [key_of(strategy_named("entropy"), "logits", asked, None),
+                      key_of(strategy_named("least_confidence"), "logits", queued_last, None)]
+        assert order[:2] == asked_keys, order  # in the order asked, before every warm-up
+    finally:
+        gate.set()
+        kernels.close()

@@ -5,6 +5,8 @@ that touches it: views of wire bytes, kernels, the top-K, model runners, host co
 outside backends/ branches on which backend it has; it calls these members instead."""
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
@@ -73,6 +75,6 @@ class Backend(Protocol):
 
     def seeded(self, seed: int) -> AbstractContextManager[None]: ...  # MC-dropout passes drawn from `seed`
 
-    def warm(self, names: list[str]) -> None: ...  # start compiling these strategies' kernels
+    def warm(self, names: list[str]) -> list[Future]: ...  # start compiling these kernels; done when they serve
 
     def close(self) -> None: ...

@@ -105,11 +105,12 @@ class OnnxBackend:
     def seeded(self, seed: int) -> contextlib.nullcontext:
         return contextlib.nullcontext()  # onnxruntime draws its own dropout masks
 
-    def warm(self, names: list[str]) -> None:
-        """Build the scorer sessions now (float32 logits, the common case)."""
+    def warm(self, names: list[str]) -> list:
+        """Build the scorer sessions now (float32 logits, the common case): nothing left pending."""
         for name in names:
             if name != "random":
                 self.scorer.session(name)
+        return []
 
     def close(self) -> None:
         self.scorer.close()

@@ -95,9 +95,10 @@ class TorchBackend:
             torch.manual_seed(seed)
             yield
 
-    def warm(self, names: list[str]) -> None:
+    def warm(self, names: list[str]) -> list:
         if names and self.scorer.kernels.mode != "off":
-            self.scorer.warm(names)
+            return self.scorer.warm(names)
+        return []
 
     def close(self) -> None:
         self.scorer.close()

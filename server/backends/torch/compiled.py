@@ -11,6 +11,7 @@ a restarted server's compilations cheap.
 from __future__ import annotations
 
 import logging
+import itertools
 import math
 import queue
 import threading
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 CompileMode = Literal["off", "background", "sync"]
 Key = tuple[str, str, torch.dtype, int, str, "torch.dtype | None", int]
 _CLASS_BUCKETS = (16, 256)
+WARM_CLASSES = (10, 100, 1000)  # one class count in each bucket
 _UNBOUNDED = 2**31 - 1
 _REDUCED = 4096  # inductor guards a reduced axis at ≤ 4096: larger C or D run eagerly
 
@@ -54,7 +56,10 @@ class CompiledKernels:
         self._relayout = Relayouts(per_c)
         self._columns = {name: PerClassCount(fn, per_c, prepare=rows_inner) for name, fn in COLUMN_KERNELS.items()}
         self._lock = threading.Lock()  # guards the dicts; compilation runs outside it
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        # (priority, order, job): a kernel a request waits for goes before speculative warm-ups
+        self._jobs: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._warming: set[tuple] = set()  # keys queued by warm() that no request has asked for yet
         self._worker: threading.Thread | None = None
         self._closed = False
         if mode != "off":  # every (kind, dtype, rank) variant shares one code object's cache
@@ -76,15 +81,18 @@ class CompiledKernels:
         return eager
 
     def warm(self, strategies: list[Strategy], kind: str, dtype: torch.dtype, device: torch.device,
-             classes: int = 10) -> list[Future]:
-        """Start compiling these strategies for inputs of `kind`, `dtype` and about `classes` classes."""
+             classes: int | tuple[int, ...] = WARM_CLASSES) -> list[Future]:
+        """Queue compilations of these strategies for inputs of `kind` and `dtype`, for each of
+        `classes` (a class count per bucket: a first pool of any C then finds its kernel). They
+        run after any kernel a request waits for, the few classes first."""
         futures = []
-        for s in strategies:
-            if s.scores_ids:
-                continue
-            x = torch.zeros((64, 8, 16)[: s.rank - 1] + (classes,), dtype=dtype, device=device)
-            emb = torch.zeros(64, 16, dtype=dtype, device=device) if s.needs_embedding else None
-            futures.append(self._start(s, kind, x, emb, key_of(s, kind, x, emb)))
+        for c in (classes,) if isinstance(classes, int) else classes:
+            for s in strategies:
+                if s.scores_ids:
+                    continue
+                x = torch.zeros((64, 8, 16)[: s.rank - 1] + (c,), dtype=dtype, device=device)
+                emb = torch.zeros(64, 16, dtype=dtype, device=device) if s.needs_embedding else None
+                futures.append(self._start(s, kind, x, emb, key_of(s, kind, x, emb), warm=True))
         return futures
 
     def wait(self) -> None:
@@ -103,33 +111,40 @@ class CompiledKernels:
             self._closed, worker = True, self._worker
         while True:
             try:
-                item = self._jobs.get_nowait()
+                item = self._jobs.get_nowait()[2]
             except queue.Empty:
                 break
             if item is not None:
                 item[0].cancel()
         if worker is not None:
-            self._jobs.put(None)  # the worker's signal to stop
+            self._jobs.put((-1, next(self._order), None))  # the worker's signal to stop
             worker.join(timeout)
             if worker.is_alive():
                 log.warning("a kernel compilation still runs after %.0f s; exiting without it", timeout)
 
-    def _start(self, strategy: Strategy, kind: str, x: torch.Tensor, emb: torch.Tensor | None, key: Key) -> Future:
+    def _start(self, strategy: Strategy, kind: str, x: torch.Tensor, emb: torch.Tensor | None, key: Key,
+               warm: bool = False) -> Future:
         ex = _example(x)
         example = (ex, None if emb is None else _example(emb, rows=ex.shape[0]))
-        return self._submit(key, lambda: self._compile(strategy, kind, example, key))
+        return self._submit(key, lambda: self._compile(strategy, kind, example, key), warm)
 
-    def _submit(self, key: tuple, job: Callable[[], None]) -> Future:
-        """Run `job` on the compile thread, once per key."""
+    def _submit(self, key: tuple, job: Callable[[], None], warm: bool = False) -> Future:
+        """Run `job` on the compile thread, once per key: before every warm-up still queued,
+        unless it is one (a warm-up a request then needs moves to the front)."""
         with self._lock:
             future = self._pending.get(key)
             if future is None and self._closed:  # closing: nothing new starts
                 future = Future()
                 future.cancel()
                 return future
+            if future is not None and not warm and key in self._warming:
+                self._warming.discard(key)
+                self._jobs.put((0, next(self._order), (future, job)))  # the queued warm entry is skipped then
             if future is None:
                 future = Future()
-                self._jobs.put((future, job))
+                self._jobs.put((int(warm), next(self._order), (future, job)))
+                if warm:
+                    self._warming.add(key)
                 self._pending[key] = future
                 if self._worker is None:
                     # a daemon: exiting never waits for a compilation nobody needs any more
@@ -143,8 +158,10 @@ class CompiledKernels:
         return future
 
     def _work(self) -> None:
-        while (item := self._jobs.get()) is not None:
+        while (item := self._jobs.get()[2]) is not None:
             future, job = item
+            if future.running() or future.done():  # a warm-up moved to the front ran already
+                continue
             if future.set_running_or_notify_cancel():
                 try:
                     job()

@@ -40,10 +40,10 @@ class Scorer:
         _check_finite(scores, field, kind, x, emb)
         return _rescale(scores, s, options, x.shape[-1])
 
-    def warm(self, strategies: list[str] | None = None, kind: str = "logits", dtype: torch.dtype = torch.float32) -> None:
-        """Start compiling kernels now, so first requests find them ready."""
+    def warm(self, strategies: list[str] | None = None, kind: str = "logits", dtype: torch.dtype = torch.float32) -> list:
+        """Start compiling kernels now, so first requests find them ready; their futures."""
         chosen = [STRATEGIES[n] for n in (strategies or list(STRATEGIES))]
-        self.kernels.warm(chosen, kind, dtype, self.device)
+        return self.kernels.warm(chosen, kind, dtype, self.device)
 
     def close(self) -> None:
         self.kernels.close()

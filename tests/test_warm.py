@@ -1,0 +1,46 @@
+"""A server reports SERVING once its --warm kernels are compiled (one per class-count bucket),
+so probes and wait_ready hand it traffic at full speed; calls made sooner are answered."""
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from poolscore.client import Client
+from poolscore.server.app import build_server
+from poolscore.server.config import ServeConfig
+from poolscore.server.backends.torch.compiled import WARM_CLASSES
+
+pytestmark = pytest.mark.compiled
+
+
+def test_health_waits_for_the_warm_kernels_and_calls_are_answered_meanwhile() -> None:
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="background", warm="ratio")).start()
+    try:
+        with grpc.insecure_channel(app.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
+                health_pb2.HealthCheckResponse.NOT_SERVING
+            x = np.random.default_rng(0).normal(size=(300, 7)).astype(np.float32)
+            with Client(app.target, timeout=60) as c:
+                early = c.score_batch(x, "ratio")  # answered while the kernels compile (eagerly)
+                c.wait_ready(timeout=300)
+                kernels = app.backend.scorer.kernels
+                assert len(kernels.ready_keys()) == len(WARM_CLASSES)  # ratio, once per class-count bucket
+                np.testing.assert_allclose(c.score_batch(x, "ratio"), early, rtol=2e-5, atol=1e-6)
+            for service in ("", "poolscore.v1.PoolScorer"):
+                assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status == \
+                    health_pb2.HealthCheckResponse.SERVING
+    finally:
+        app.stop()
+
+
+def test_a_server_with_nothing_to_warm_serves_at_once() -> None:
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="background", warm="")).start()
+    try:
+        with grpc.insecure_channel(app.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        app.stop()
