@@ -63,7 +63,10 @@ def main() -> None:
     ap.add_argument("--steady-runs", type=int, default=4)
     ap.add_argument("--steady-s", type=float, default=15.0)
     ap.add_argument("--classes", default="10,100,1000")
+    ap.add_argument("--scale", type=float, default=1.0, help="times the rows (a pool's fixed costs shrink beside it)")
     args = ap.parse_args()
+    for c in ROWS:
+        ROWS[c] = int(ROWS[c] * args.scale)
     cache = tempfile.mkdtemp(prefix="inductor-")  # empty: the first server compiles from scratch
     ways = [("torch, empty inductor cache", {"TORCHINDUCTOR_CACHE_DIR": cache}, []),
             ("torch, the cache left by the first", {"TORCHINDUCTOR_CACHE_DIR": cache}, []),

@@ -196,3 +196,33 @@ def test_a_kernel_a_request_needs_compiles_before_the_queued_warm_ups() -> None:
     finally:
         gate.set()
         kernels.close()
+
+
+def test_a_class_counts_own_kernels_compile_in_a_pause_not_beside_a_pool() -> None:
+    """C ≤ 16 on the CPU: the any-C relayout serves, and the class count's own (faster) one
+    compiles once no kernel has been asked for in IDLE_S, since compiling slows the pool
+    beside it; a pool that never pauses gets it after TUNE_AFTER_S."""
+    import time
+
+    from poolscore.server.backends.torch.compiled import IDLE_S, TUNE_AFTER_S, CompiledKernels
+    from poolscore.server.backends.torch.relayout import RowsInnerKernel
+
+    kernels = CompiledKernels("background")
+    try:
+        entropy = strategy_named("entropy")
+        kernels.warm([entropy], "logits", torch.float32, torch.device("cpu"), classes=7)
+        kernels.wait()
+        x = torch.from_numpy(np.random.default_rng(6).normal(size=(5000, 7)).astype(np.float32))
+        kernel = kernels.kernel_for(entropy, "logits", x, None)
+        assert isinstance(kernel, RowsInnerKernel)
+        busy_until = time.monotonic() + 3 * IDLE_S
+        assert 3 * IDLE_S < TUNE_AFTER_S
+        while time.monotonic() < busy_until:  # a pool's batches, one every 50 ms
+            kernel = kernels.kernel_for(entropy, "logits", x, None)
+            kernel(x, None, torch.ones((), dtype=torch.float64), "logits")
+            assert not kernel.relayout.tuned_for(x)
+            time.sleep(0.05)
+        kernels.wait()  # no kernel asked for now: the tuning compiles
+        assert kernel.relayout.tuned_for(x)
+    finally:
+        kernels.close()

@@ -15,6 +15,7 @@ import itertools
 import math
 import queue
 import threading
+import time
 from concurrent.futures import CancelledError, Future
 from typing import Callable, Literal
 
@@ -31,6 +32,9 @@ CompileMode = Literal["off", "background", "sync"]
 Key = tuple[str, str, torch.dtype, int, str, "torch.dtype | None", int]
 _CLASS_BUCKETS = (16, 256)
 WARM_CLASSES = (10, 100, 1000)  # one class count in each bucket
+DEMAND, WARM, TUNING = 0, 1, 2  # compile queue tiers: a request waits; speculative; a faster variant of a served kernel
+IDLE_S = 0.5  # a tuning compilation waits until no kernel was asked for this long (compiling slows the pool beside it)
+TUNE_AFTER_S = 5.0  # ... or until it has waited this long (a long pool then pays for it once)
 _UNBOUNDED = 2**31 - 1
 _REDUCED = 4096  # inductor guards a reduced axis at ≤ 4096: larger C or D run eagerly
 
@@ -52,7 +56,7 @@ class CompiledKernels:
         self._ready: dict[Key, Kernel] = {}
         self._pending: dict[tuple, Future] = {}  # kernels' keys and relayouts' keys
         self._compiled: dict[Key, Callable] = {}
-        per_c = self._submit_and_wait if mode == "sync" else self._submit  # sync: never serve the any-C code
+        per_c = self._submit_and_wait if mode == "sync" else self._submit_tuning  # sync: never serve the any-C code
         self._relayout = Relayouts(per_c)
         self._columns = {name: PerClassCount(fn, per_c, prepare=rows_inner) for name, fn in COLUMN_KERNELS.items()}
         self._lock = threading.Lock()  # guards the dicts; compilation runs outside it
@@ -60,6 +64,7 @@ class CompiledKernels:
         self._jobs: queue.PriorityQueue = queue.PriorityQueue()
         self._order = itertools.count()
         self._warming: set[tuple] = set()  # keys queued by warm() that no request has asked for yet
+        self._used = 0.0  # when a kernel was last asked for: tuning compilations wait for a pause
         self._worker: threading.Thread | None = None
         self._closed = False
         if mode != "off":  # every (kind, dtype, rank) variant shares one code object's cache
@@ -70,6 +75,7 @@ class CompiledKernels:
         eager = KERNELS[strategy.name]
         if self.mode == "off":
             return eager
+        self._used = time.monotonic()
         key = key_of(strategy, kind, x, emb)
         ready = self._ready.get(key)
         if ready is not None:
@@ -126,24 +132,29 @@ class CompiledKernels:
                warm: bool = False) -> Future:
         ex = _example(x)
         example = (ex, None if emb is None else _example(emb, rows=ex.shape[0]))
-        return self._submit(key, lambda: self._compile(strategy, kind, example, key), warm)
+        return self._submit(key, lambda: self._compile(strategy, kind, example, key), WARM if warm else DEMAND)
 
-    def _submit(self, key: tuple, job: Callable[[], None], warm: bool = False) -> Future:
-        """Run `job` on the compile thread, once per key: before every warm-up still queued,
-        unless it is one (a warm-up a request then needs moves to the front)."""
+    def _submit_tuning(self, key: tuple, job: Callable[[], None]) -> Future:
+        """A class count's own relayout or column kernel: the any-C code serves meanwhile, so it
+        compiles once the pool that asked for it leaves the CPU idle (see IDLE_S)."""
+        return self._submit(key, job, TUNING)
+
+    def _submit(self, key: tuple, job: Callable[[], None], tier: int = DEMAND) -> Future:
+        """Run `job` on the compile thread, once per key: in tier order (a request's kernel
+        first; a warm-up a request then needs moves to the front)."""
         with self._lock:
             future = self._pending.get(key)
             if future is None and self._closed:  # closing: nothing new starts
                 future = Future()
                 future.cancel()
                 return future
-            if future is not None and not warm and key in self._warming:
+            if future is not None and tier == DEMAND and key in self._warming:
                 self._warming.discard(key)
-                self._jobs.put((0, next(self._order), (future, job)))  # the queued warm entry is skipped then
+                self._jobs.put((DEMAND, next(self._order), (future, job, 0.0)))  # its warm entry is skipped then
             if future is None:
                 future = Future()
-                self._jobs.put((int(warm), next(self._order), (future, job)))
-                if warm:
+                self._jobs.put((tier, next(self._order), (future, job, time.monotonic())))
+                if tier == WARM:
                     self._warming.add(key)
                 self._pending[key] = future
                 if self._worker is None:
@@ -158,9 +169,17 @@ class CompiledKernels:
         return future
 
     def _work(self) -> None:
-        while (item := self._jobs.get()[2]) is not None:
-            future, job = item
+        while True:
+            tier, _, item = self._jobs.get()
+            if item is None:
+                break
+            future, job, queued = item
             if future.running() or future.done():  # a warm-up moved to the front ran already
+                continue
+            if tier == TUNING and not self._closed and time.monotonic() - self._used < IDLE_S \
+                    and time.monotonic() - queued < TUNE_AFTER_S:
+                self._jobs.put((tier, next(self._order), item))  # later; anything of a lower tier goes first
+                time.sleep(0.05)
                 continue
             if future.set_running_or_notify_cancel():
                 try:
