@@ -112,6 +112,7 @@ def build_server(config: ServeConfig) -> App:
     """A ready-to-start server bound to config.host:config.port (0: a free port)."""
     credentials = _tls(config)  # a bad TLS setting fails before anything starts
     principals = Principals(config.token, config.tokens_file, config.cert_principals)  # and so does a bad tokens file
+    warm_classes = _class_counts(config.warm_classes)
     if config.http_port >= 0 and (config.tls_cert or config.cert_principals):
         raise ValueError("--http-port serves REST in plaintext: beside --tls-cert it would carry tokens in the clear, "
                          "and it sees no client certificates; put TLS in front of it, or leave it off")
@@ -121,7 +122,7 @@ def build_server(config: ServeConfig) -> App:
     metrics = Metrics(CollectorRegistry())
     backend = backends.load(config.backend, config.device, compile=config.compile, threads=config.threads,
                             on_compiled=metrics.compiled.set)
-    warming = _warm(backend, config.warm)
+    warming = _warm(backend, config.warm, warm_classes)
     metrics.build.info({"version": version(), "backend": backend.name, "device": backend.description})
     if backend.device_type == "cuda":
         GpuCollector.register(metrics.registry)
@@ -204,12 +205,22 @@ def _tls(config: ServeConfig) -> grpc.ServerCredentials | None:
                                        require_client_auth=ca is not None)
 
 
-def _warm(backend: Backend, names: str) -> list:
+def _warm(backend: Backend, names: str, classes: tuple[int, ...]) -> list:
     chosen = list(STRATEGIES) if names == "all" else [n for n in names.split(",") if n]
     unknown = [n for n in chosen if n not in STRATEGIES]
     if unknown:
         raise ValueError(f"--warm: unknown strategies {unknown}")
-    return backend.warm([n for n in chosen if STRATEGIES[n].pointwise])  # a selection runs its pre_score's kernel
+    return backend.warm([n for n in chosen if STRATEGIES[n].pointwise], classes)  # a selection runs its pre_score's
+
+
+def _class_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(c) for c in text.split(",") if c.strip())
+    except ValueError:
+        raise ValueError(f"--warm-classes: {text!r} is not a comma-separated list of class counts") from None
+    if any(c < 2 for c in counts):
+        raise ValueError(f"--warm-classes: {text!r}: a class count is at least 2")
+    return counts
 
 
 def _serve_metrics(config: ServeConfig, metrics: Metrics) -> tuple[WSGIServer | None, int | None]:

@@ -18,6 +18,7 @@ class ServeConfig:
     backend: str = "torch"  # torch (compiled kernels), or onnx (scorer graphs in onnxruntime, no torch)
     compile: str = "background"  # torch.compile the kernels: off, background (serve eagerly meanwhile), sync
     warm: str = "entropy,margin,least_confidence"  # kernels compiled at start ("" for none, "all")
+    warm_classes: str = "10,100,1000"  # class counts --warm compiles for: one per bucket serves any C; a C <= 16 named here is also tuned (CPU)
     model_repo: str = ""  # a folder of model folders (see README); "" hosts none
     max_sessions: int = 1024
     max_k: int = 1_000_000

@@ -199,9 +199,10 @@ def test_a_kernel_a_request_needs_compiles_before_the_queued_warm_ups() -> None:
 
 
 def test_a_class_counts_own_kernels_compile_in_a_pause_not_beside_a_pool() -> None:
-    """C ≤ 16 on the CPU: the any-C relayout serves, and the class count's own (faster) one
-    compiles once no kernel has been asked for in IDLE_S, since compiling slows the pool
-    beside it; a pool that never pauses gets it after TUNE_AFTER_S."""
+    """C ≤ 16 on the CPU: a class count warm() named has its own relayout at once; for another
+    the any-C relayout serves, and its own (faster) one compiles once no kernel has been asked
+    for in IDLE_S, since compiling slows the pool beside it (a pool that never pauses gets it
+    after TUNE_AFTER_S)."""
     import time
 
     from poolscore.server.backends.torch.compiled import IDLE_S, TUNE_AFTER_S, CompiledKernels
@@ -212,7 +213,9 @@ def test_a_class_counts_own_kernels_compile_in_a_pause_not_beside_a_pool() -> No
         entropy = strategy_named("entropy")
         kernels.warm([entropy], "logits", torch.float32, torch.device("cpu"), classes=7)
         kernels.wait()
-        x = torch.from_numpy(np.random.default_rng(6).normal(size=(5000, 7)).astype(np.float32))
+        warmed = torch.zeros(10, 7)
+        assert kernels.kernel_for(entropy, "logits", warmed, None).relayout.tuned_for(warmed)  # warm tunes its C too
+        x = torch.from_numpy(np.random.default_rng(6).normal(size=(5000, 5)).astype(np.float32))  # a C not warmed
         kernel = kernels.kernel_for(entropy, "logits", x, None)
         assert isinstance(kernel, RowsInnerKernel)
         busy_until = time.monotonic() + 3 * IDLE_S

@@ -44,3 +44,28 @@ def test_a_server_with_nothing_to_warm_serves_at_once() -> None:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         app.stop()
+
+
+def test_warm_classes_name_the_class_counts_compiled_at_start() -> None:
+    """--warm-classes 2: one kernel (C = 2's bucket), and on the CPU its own relayout too, so a
+    binary pool's first batch runs the tuned path."""
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="background", warm="margin",
+                                   warm_classes="2")).start()
+    try:
+        with Client(app.target, timeout=60) as c:
+            c.wait_ready(timeout=300)
+        kernels = app.backend.scorer.kernels
+        assert len(kernels.ready_keys()) == 1
+        import torch
+
+        x = torch.zeros(10, 2)
+        from poolscore.server.strategies import strategy_named
+        assert kernels.kernel_for(strategy_named("margin"), "logits", x, None).relayout.tuned_for(x)
+    finally:
+        app.stop()
+
+
+@pytest.mark.parametrize("bad, says", [("10,x", "not a comma-separated list"), ("1,10", "at least 2")])
+def test_a_bad_warm_classes_is_refused_by_name(bad: str, says: str) -> None:
+    with pytest.raises(ValueError, match=f"--warm-classes: .*{says}"):
+        build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", warm_classes=bad))

@@ -75,6 +75,6 @@ class Backend(Protocol):
 
     def seeded(self, seed: int) -> AbstractContextManager[None]: ...  # MC-dropout passes drawn from `seed`
 
-    def warm(self, names: list[str]) -> list[Future]: ...  # start compiling these kernels; done when they serve
+    def warm(self, names: list[str], classes: tuple[int, ...]) -> list[Future]: ...  # compiling starts; done: they serve
 
     def close(self) -> None: ...

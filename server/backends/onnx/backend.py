@@ -105,7 +105,7 @@ class OnnxBackend:
     def seeded(self, seed: int) -> contextlib.nullcontext:
         return contextlib.nullcontext()  # onnxruntime draws its own dropout masks
 
-    def warm(self, names: list[str]) -> list:
+    def warm(self, names: list[str], classes: tuple[int, ...] = ()) -> list:
         """Build the scorer sessions now (float32 logits, the common case): nothing left pending."""
         for name in names:
             if name != "random":

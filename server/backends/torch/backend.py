@@ -13,6 +13,7 @@ import torch
 from poolscore.server.backends.base import Runner
 from poolscore.server.backends.torch import device as devices
 from poolscore.server.backends.torch.hashing import random_scores
+from poolscore.server.backends.torch.compiled import WARM_CLASSES
 from poolscore.server.backends.torch.scorer import Scorer
 from poolscore.server.ingest.tensors import RawTensor, checked
 from poolscore.server.models.config import ModelConfig
@@ -95,9 +96,9 @@ class TorchBackend:
             torch.manual_seed(seed)
             yield
 
-    def warm(self, names: list[str]) -> list:
+    def warm(self, names: list[str], classes: tuple[int, ...] = WARM_CLASSES) -> list:
         if names and self.scorer.kernels.mode != "off":
-            return self.scorer.warm(names)
+            return self.scorer.warm(names, classes=classes)
         return []
 
     def close(self) -> None:

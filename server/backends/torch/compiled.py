@@ -98,8 +98,16 @@ class CompiledKernels:
                     continue
                 x = torch.zeros((64, 8, 16)[: s.rank - 1] + (c,), dtype=dtype, device=device)
                 emb = torch.zeros(64, 16, dtype=dtype, device=device) if s.needs_embedding else None
-                futures.append(self._start(s, kind, x, emb, key_of(s, kind, x, emb), warm=True))
+                key = key_of(s, kind, x, emb)
+                futures.append(self._start(s, kind, x, emb, key, warm=True))
+                if _rows_inner_pays(key):  # and this class count's own relayout and column kernel
+                    futures.append(self._submit(("tuned",) + key + (c,), lambda s=s, x=x: self._tune(s, kind, x), WARM))
         return futures
+
+    def _tune(self, strategy: Strategy, kind: str, x: torch.Tensor) -> None:
+        self._relayout.one_c.compile_now(x)
+        if strategy.name in self._columns:
+            self._columns[strategy.name].compile_now(x, kind)
 
     def wait(self) -> None:
         """Block until every compilation started so far has finished (tests, benchmarks)."""

@@ -52,6 +52,13 @@ class PerClassCount:
         self._submit(key, self._job(key, x.shape, x.dtype, x.device, static))  # once per key
         return key in self._ready  # a submit that waits (compile mode sync) may have compiled it
 
+    def compile_now(self, x: torch.Tensor, *static) -> None:
+        """Compile fn for x's class count (and `static`) in this thread: a warm-up, run on the
+        compile thread, so a first pool of that class count finds it ready."""
+        key = (self._name, x.dtype, x.dim(), x.shape[-1], x.device.type, *static)
+        if key not in self._ready:
+            self._job(key, x.shape, x.dtype, x.device, static)()
+
     def _job(self, key: tuple, shape: torch.Size, dtype: torch.dtype, device: torch.device,
              static: tuple) -> Callable[[], None]:
         def compile_one_c() -> None:

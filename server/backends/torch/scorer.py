@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from poolscore.server.strategies import validate
-from poolscore.server.backends.torch.compiled import CompiledKernels, CompileMode
+from poolscore.server.backends.torch.compiled import WARM_CLASSES, CompiledKernels, CompileMode
 from poolscore.server.backends.torch.hashing import random_scores
 from poolscore.server.strategies.options import ScoreOptions
 from poolscore.server.strategies.registry import STRATEGIES, Strategy, strategy_named
@@ -40,10 +40,11 @@ class Scorer:
         _check_finite(scores, field, kind, x, emb)
         return _rescale(scores, s, options, x.shape[-1])
 
-    def warm(self, strategies: list[str] | None = None, kind: str = "logits", dtype: torch.dtype = torch.float32) -> list:
+    def warm(self, strategies: list[str] | None = None, kind: str = "logits", dtype: torch.dtype = torch.float32,
+             classes: tuple[int, ...] = WARM_CLASSES) -> list:
         """Start compiling kernels now, so first requests find them ready; their futures."""
         chosen = [STRATEGIES[n] for n in (strategies or list(STRATEGIES))]
-        return self.kernels.warm(chosen, kind, dtype, self.device)
+        return self.kernels.warm(chosen, kind, dtype, self.device, classes=classes)
 
     def close(self) -> None:
         self.kernels.close()
