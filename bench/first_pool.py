@@ -67,12 +67,12 @@ def main() -> None:
     args = ap.parse_args()
     for c in ROWS:
         ROWS[c] = int(ROWS[c] * args.scale)
-    cache = tempfile.mkdtemp(prefix="inductor-")  # empty: the first server compiles from scratch
-    ways = [("torch, empty inductor cache", {"TORCHINDUCTOR_CACHE_DIR": cache}, []),
-            ("torch, the cache left by the first", {"TORCHINDUCTOR_CACHE_DIR": cache}, []),
-            ("onnx backend", {}, ["--backend", "onnx"])]
     print(f"machine: {os.cpu_count()} cores; `poolscore serve` defaults; entropy, k = 1000; one run")
     for c in map(int, args.classes.split(",")):
+        cache = tempfile.mkdtemp(prefix="inductor-")  # empty: the first server compiles from scratch
+        ways = [("torch, empty inductor cache", {"TORCHINDUCTOR_CACHE_DIR": cache}, []),
+                ("torch, the cache left by the first", {"TORCHINDUCTOR_CACHE_DIR": cache}, []),
+                ("onnx backend", {}, ["--backend", "onnx"])]
         print(f"\nC = {c}: {ROWS[c]:,} rows ({ROWS[c] * c * 4 / 1e6:.0f} MB float32)")
         for name, env, extra in ways:
             ready, first, best = one_server(c, env, extra, args.steady_runs, args.steady_s)
