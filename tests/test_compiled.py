@@ -229,3 +229,23 @@ def test_a_class_counts_own_kernels_compile_in_a_pause_not_beside_a_pool() -> No
         assert kernel.relayout.tuned_for(x)
     finally:
         kernels.close()
+
+
+def test_every_sample_axis_strategy_compiles(scorer: Scorer) -> None:
+    """The sample axis is marked ≤ 4095: vote_entropy counts M + 1 vote levels, which inductor
+    guards at ≤ 4096, and a range up to 4096 had made its compilation fail (it stayed eager)."""
+    from poolscore.server.backends.torch.compiled import CompiledKernels
+
+    kernels = CompiledKernels("background")
+    try:
+        chosen = [strategy_named(n) for n in ("vote_entropy", "kl_disagreement", "bald", "variation_ratios")]
+        kernels.warm(chosen, "logits", torch.float32, scorer.device, classes=10)
+        kernels.wait()
+        x = torch.from_numpy(np.random.default_rng(8).normal(size=(3000, 20, 10)).astype(np.float32)).to(scorer.device)
+        for s in chosen:
+            assert key_of(s, "logits", x, None) in kernels.ready_keys(), s.name
+            got = kernels.kernel_for(s, "logits", x, None)(x, None, torch.ones((), dtype=torch.float64,
+                                                                                device=x.device), "logits")
+            np.testing.assert_allclose(got.cpu().numpy(), scorer.score(s.name, x).cpu().numpy(), rtol=2e-5, atol=1e-6)
+    finally:
+        kernels.close()

@@ -241,8 +241,8 @@ def _mark_dynamic(x: torch.Tensor, emb: torch.Tensor | None, bucket: int) -> Non
     the graph compiled for its bucket (dynamo keeps all graphs of a kernel on one code object).
     (mark_dynamic needs both bounds when given one.)"""
     torch._dynamo.mark_dynamic(x, 0, min=2, max=_UNBOUNDED)
-    for axis in range(1, x.dim() - 1):  # T or M: inductor guards these at ≤ 4096
-        torch._dynamo.mark_dynamic(x, axis, min=2, max=_REDUCED)
+    for axis in range(1, x.dim() - 1):  # T or M: inductor guards these at ≤ 4096, and vote_entropy's
+        torch._dynamo.mark_dynamic(x, axis, min=2, max=_REDUCED - 1)  # M + 1 vote counts at ≤ 4096 too
     bounds = (1,) + _CLASS_BUCKETS + (_REDUCED,)
     torch._dynamo.mark_dynamic(x, x.dim() - 1, min=max(2, bounds[bucket] + 1), max=bounds[bucket + 1])
     if emb is not None:
