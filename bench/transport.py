@@ -104,7 +104,8 @@ def main() -> None:
     try:
         with Client(target) as c:
             c.wait_ready()
-            print(f"machine: {os.cpu_count()} cores; server: {c.info().device}; one run, best of {args.repeats} after each client's first call")
+            print(f"machine: {os.cpu_count()} cores; server: {c.info().device}; one run, "
+                  f"best of {args.repeats} after each client's first call")
         for c in (10, 100, 1000):
             run(c, mb, target, f"unix:{uds}", (sink_target, sink.pid), ours.pid, args.repeats)
     finally:
