@@ -224,6 +224,12 @@ def ring_for(client, wanted: bool | None) -> Iterator[Ring | None]:
         client._rings.give(ring)
 
 
+def _still_registered(client, ring: Ring) -> bool:
+    with mapped():
+        regions = client._stub.SharedMemoryStatus(pb.SharedMemoryStatusRequest(), timeout=client.timeout).regions
+    return any(r.name == ring.key for r in regions)
+
+
 def _ring(client, wanted: bool | None) -> Ring | None:
     if wanted is False or not (wanted or is_local(client.target)):
         return None
@@ -231,7 +237,11 @@ def _ring(client, wanted: bool | None) -> Ring | None:
         info = client.info().shared_memory
         if not info.enabled:
             raise PoolscoreError(grpc.StatusCode.FAILED_PRECONDITION, "the server takes no shared memory")
-        return client._rings.take(info.idle_s / 2) or Ring(client._stub, client.timeout)
+        ring = client._rings.take(info.idle_s / 2)
+        if ring is not None and not _still_registered(client, ring):  # the server restarted, or swept it
+            ring.close()
+            ring = None
+        return ring or Ring(client._stub, client.timeout)
     except (PoolscoreError, OSError) as err:
         if wanted or (isinstance(err, PoolscoreError) and err.code not in FALLBACK):
             raise

@@ -118,6 +118,18 @@ def test_a_clients_calls_reuse_its_ring_and_a_failed_call_drops_it(server) -> No
         assert regions(other) == [] and not server.mapped(again)  # the first client's close unregistered it
 
 
+def test_a_kept_ring_the_server_dropped_is_replaced(server) -> None:
+    """A server restarted (or its idle sweep) forgets a client's kept ring: the next call
+    registers a new one instead of failing on the old name."""
+    with Client(server.target, token=ALICE) as c:
+        first = c.score_pool(pool(20_000), "margin", k=5)
+        [kept] = regions(c)
+        c._call(c._stub.UnregisterSharedMemory, pb.UnregisterSharedMemoryRequest(name=kept))  # as a restart does
+        assert c.score_pool(pool(20_000), "margin", k=5) == first
+        [new] = regions(c)
+        assert new != kept
+
+
 def test_register_score_and_unregister(server) -> None:
     with Client(server.target, token=ALICE, shared_memory=False) as c:  # score_pool's own rings left out
         ring = Ring(c._stub, 30, size=1 << 20)
