@@ -150,10 +150,10 @@ def test_register_score_and_unregister(server) -> None:
         assert gone.value.code() == grpc.StatusCode.NOT_FOUND and ring.key in gone.value.details()
 
 
-def hand_ref(ring: Ring, offset: int, nbytes: int, shape: tuple) -> bytes:
+def hand_ref(ring: Ring, offset: int, nbytes: int, shape: tuple, data: bytes = b"") -> bytes:
     """A logits tensor whose ref says what the caller wants, right or wrong."""
-    t = pb.Tensor(dtype=pb.FP32, shape=list(shape), shm=pb.SharedMemoryRef(region=ring.key, offset=offset,
-                                                                              byte_size=nbytes))
+    t = pb.Tensor(dtype=pb.FP32, shape=list(shape), data=data,
+                  shm=pb.SharedMemoryRef(region=ring.key, offset=offset, byte_size=nbytes))
     return pb.ScoreRequest(logits=t).SerializeToString()
 
 
@@ -161,6 +161,7 @@ def hand_ref(ring: Ring, offset: int, nbytes: int, shape: tuple) -> bytes:
     ((1 << 20) - 100, 400, (10, 10), "logits.shm: [1048476, 1048876) is outside region"),
     (-64, 400, (10, 10), "is outside region"),
     (64, 396, (10, 10), "logits.data: 396 bytes, shape [10, 10] of FP32 needs 400"),
+    (64, 400, (10, 10, "and bytes"), "logits.shm: data and shm are both set"),
 ])
 def test_a_bad_offset_or_size_is_invalid_argument_and_the_session_stays(server, offset, nbytes, shape, says) -> None:
     with Client(server.target, token=ALICE) as c, c.session("entropy", k=5) as session:
@@ -168,8 +169,10 @@ def test_a_bad_offset_or_size_is_invalid_argument_and_the_session_stays(server, 
         try:
             session.score(pool(50))
             before = c.get_session(session.id)
+            data = b"\0" * 400 if shape[-1] == "and bytes" else b""
+            ref = hand_ref(ring, offset, nbytes, shape[:2] if data else shape, data)
             call = lambda: list(c._score(iter([pb.ScoreRequest(session_id=session.id, seq=1).SerializeToString()  # noqa: E731
-                                               + hand_ref(ring, offset, nbytes, shape)]), timeout=30))
+                                               + ref]), timeout=30))
             with pytest.raises(grpc.RpcError) as bad:
                 call()
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and says in bad.value.details()
@@ -212,6 +215,9 @@ def test_only_poolscore_segments_are_mapped(server, tmp_path) -> None:
         finally:
             link.unlink()
         assert target.read_bytes() == b"\0" * 8192
+        long_name = pb.RegisterSharedMemoryRequest(name="n" * 257, key="poolscore-absent-0", byte_size=4096)
+        assert "1 to 256 characters" in status(c, grpc.StatusCode.INVALID_ARGUMENT, lambda: c._call(
+            c._stub.RegisterSharedMemory, long_name))
 
 
 CRASHING = """

@@ -32,6 +32,7 @@ from poolscore.server.ingest.tensors import RawTensor
 SHM_DIR = "/dev/shm"
 KEY = re.compile(r"poolscore-[A-Za-z0-9._-]{1,200}")
 RELEASE_AT = 8  # the segment's bytes 8-15: the release mark (bytes 0-7: the client's nonce)
+MAX_NAME = 256
 
 
 @dataclass
@@ -86,8 +87,8 @@ class Regions:
         """The new region and the nonce (its first 8 bytes) as mapped here."""
         if not self.enabled:
             raise NoSharedMemory()
-        if not name:
-            raise BadInput("name", "a region needs a name")
+        if not name or len(name) > MAX_NAME:
+            raise BadInput("name", f"a region needs a name of 1 to {MAX_NAME} characters (got {len(name)})")
         if not KEY.fullmatch(key):
             raise BadInput("key", f"{key!r} is not a segment name this server maps: poolscore-[A-Za-z0-9._-]+")
         if size < 16:

@@ -117,6 +117,8 @@ def _tensor(buf: memoryview, field: str) -> tuple[RawTensor, tuple | None]:
             data = value
         elif number == 4 and wire == 2:
             ref = _shm_ref(value, field)
+    if ref is not None and len(data):
+        raise BadInput(f"{field}.shm", "data and shm are both set: a tensor's bytes come from one of them")
     return RawTensor(dtype_name(dtype), tuple(shape), data), ref
 
 
