@@ -159,7 +159,7 @@ def _client_args(args: argparse.Namespace) -> dict:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from poolscore.client import Client, results
+    from poolscore.client import results  # Client only past the in-process branch: it needs no channel
     from poolscore.client.pools import check_file, count_rows
 
     logging.getLogger("grpc._channel").setLevel(logging.CRITICAL)  # its "Exception iterating requests!" trace:
@@ -185,6 +185,8 @@ def _score(args: argparse.Namespace) -> int:
             top = inprocess.score(args.pool, args.strategy, args.k, options=options, columns=columns, labeled=labeled,
                                   progress=bar.update)
         return _written(top, args)
+    from poolscore.client import Client
+
     remote = _client_args(args) if args.target else {}
     shm = False if args.no_shm else None
     with _target(args, rows) as target, Client(target, shared_memory=shm, **remote) as client:

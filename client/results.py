@@ -5,7 +5,7 @@ import csv
 import json
 from pathlib import Path
 
-from poolscore.client.client import TopK
+from poolscore.client.specs import TopK
 
 
 def rows(top: TopK) -> list[tuple[int, str | int, float]]:

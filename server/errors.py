@@ -141,3 +141,24 @@ class NoSharedMemory(PoolscoreError):
 
     def __init__(self) -> None:
         super().__init__("this server does not take shared memory (--shm false, or no /dev/shm); send the bytes")
+
+
+# DESIGN.md's error table by status name; transport/statuses.py makes gRPC codes of them, and
+# the in-process scorer the client's typed errors (it imports no grpc)
+STATUS_NAMES = {
+    BadInput: "INVALID_ARGUMENT", UnknownStrategy: "INVALID_ARGUMENT",
+    SessionNotFound: "NOT_FOUND", ModelNotFound: "NOT_FOUND",
+    SequenceGap: "FAILED_PRECONDITION", SessionConflict: "ALREADY_EXISTS",
+    OverLimit: "RESOURCE_EXHAUSTED", BadToken: "UNAUTHENTICATED",
+    StreamIdle: "DEADLINE_EXCEEDED", ResendConflict: "FAILED_PRECONDITION",
+    Draining: "UNAVAILABLE", NotDurable: "UNAVAILABLE", SessionElsewhere: "UNAVAILABLE",
+    SessionCorrupt: "DATA_LOSS", SessionUnrestorable: "FAILED_PRECONDITION",
+    RegionNotFound: "NOT_FOUND", NoSharedMemory: "FAILED_PRECONDITION",
+}
+
+
+def status_name(err: Exception) -> str:
+    for kind, name in STATUS_NAMES.items():
+        if isinstance(err, kind):
+            return name
+    return "INTERNAL"

@@ -14,7 +14,7 @@ from poolscore.client.errors import PoolscoreError as ClientError, from_code
 from poolscore.client.pools import Batch as ClientBatch, batches_of
 from poolscore.client.specs import TopK, strategy_spec
 from poolscore.server import backends
-from poolscore.server.errors import PoolscoreError
+from poolscore.server.errors import PoolscoreError, status_name
 from poolscore.server.ingest.dtypes import wire_of
 from poolscore.server.ingest.tensors import Batch, RawTensor
 from poolscore.server.pipeline import Pipeline
@@ -22,7 +22,6 @@ from poolscore.server.runtime.threads import usable_cores
 from poolscore.server.sessions.session import empty_state
 from poolscore.server.strategies import check_k
 from poolscore.server.transport import messages as msg
-from poolscore.server.transport.statuses import code_of
 
 BATCH_BYTES = 16 * 2**20  # in process there is no message limit: batches big enough to amortise each step
 MAX_K = 10**9
@@ -94,6 +93,6 @@ def _as_client_errors() -> Iterator[None]:
     try:
         yield
     except PoolscoreError as err:
-        raise from_code(code_of(err), str(err)) from None
+        raise from_code(status_name(err), str(err)) from None
     except ClientError:
         raise

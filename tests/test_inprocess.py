@@ -62,3 +62,31 @@ def test_errors_are_the_clients_typed_ones(rng: np.random.Generator) -> None:
         inprocess.score(z, "entropi", 3, options={})
     with pytest.raises(OverLimit, match="over this server's limit"):
         inprocess.score(z, "entropy", 10**10, options={})
+
+
+def test_scoring_in_process_imports_neither_grpc_nor_torch(tmp_path) -> None:
+    """`poolscore score` without a server is a short job: importing grpc (40 ms) or torch
+    (seconds) would be most of it. A bad row still raises the client's typed error."""
+    import subprocess
+    import sys
+
+    pool = tmp_path / "pool.npy"
+    np.save(pool, np.random.default_rng(1).normal(size=(3000, 5)).astype(np.float32))
+    script = f"""
+import sys
+from poolscore.client.cli import main
+assert main(["score", {str(pool)!r}, "--strategy", "margin", "-k", "5", "--out", {str(tmp_path / 'top.csv')!r},
+             "--no-progress"]) == 0
+assert "grpc" not in sys.modules and "torch" not in sys.modules, [m for m in sys.modules if m.startswith(("grpc", "torch"))][:5]
+from poolscore.server import inprocess
+import numpy as np
+bad = np.zeros((10, 3), np.float32); bad[4, 1] = np.nan
+try:
+    inprocess.score(bad, "entropy", 3, options=dict())
+except Exception as err:
+    print(type(err).__name__, err.code.name)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-2:] == ["BadBatch", "INVALID_ARGUMENT"]
+    assert len((tmp_path / "top.csv").read_text().splitlines()) == 6  # a header and the top 5

@@ -10,26 +10,13 @@ from typing import Callable, NoReturn
 import grpc
 from grpc import StatusCode
 
-from poolscore.server.errors import (
-    BadInput, BadToken, Draining, ModelNotFound, NotDurable, OverLimit, ResendConflict, SequenceGap, SessionConflict,
-    SessionCorrupt, SessionElsewhere, SessionNotFound, SessionUnrestorable, StreamIdle, UnknownStrategy, RegionNotFound,
-    NoSharedMemory,
-)
+from poolscore.server.errors import STATUS_NAMES
 
 from poolscore.server.transport.wire import Unparsable
 
 log = logging.getLogger(__name__)
 
-STATUS_OF = {
-    BadInput: StatusCode.INVALID_ARGUMENT, UnknownStrategy: StatusCode.INVALID_ARGUMENT,
-    SessionNotFound: StatusCode.NOT_FOUND, ModelNotFound: StatusCode.NOT_FOUND,
-    SequenceGap: StatusCode.FAILED_PRECONDITION, SessionConflict: StatusCode.ALREADY_EXISTS,
-    OverLimit: StatusCode.RESOURCE_EXHAUSTED, BadToken: StatusCode.UNAUTHENTICATED,
-    StreamIdle: StatusCode.DEADLINE_EXCEEDED, ResendConflict: StatusCode.FAILED_PRECONDITION,
-    Draining: StatusCode.UNAVAILABLE, NotDurable: StatusCode.UNAVAILABLE, SessionElsewhere: StatusCode.UNAVAILABLE,
-    SessionCorrupt: StatusCode.DATA_LOSS, SessionUnrestorable: StatusCode.FAILED_PRECONDITION,
-    RegionNotFound: StatusCode.NOT_FOUND, NoSharedMemory: StatusCode.FAILED_PRECONDITION,
-}
+STATUS_OF = {kind: StatusCode[name] for kind, name in STATUS_NAMES.items()}
 
 
 def code_of(err: Exception) -> StatusCode:
