@@ -190,7 +190,8 @@ def _score(args: argparse.Namespace) -> int:
     remote = _client_args(args) if args.target else {}
     shm = False if args.no_shm else None
     with _target(args, rows) as target, Client(target, shared_memory=shm, **remote) as client:
-        client.wait_ready(timeout=args.wait_s)
+        # an embedded server is ready once its kernels are compiled: tens of seconds with a cold cache
+        client.wait_ready(timeout=args.wait_s if args.target else 600.0)
         if args.target:
             _check_strategy(args.strategy, [s.name for s in client.info().strategies])
         with bar:  # opened once the server answers: its rate is the scoring's, not the start-up's
