@@ -42,6 +42,14 @@ def start(cmd: list[str], pattern: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"{cmd[:4]} exited before listening")
 
 
+def stop(*procs: subprocess.Popen) -> None:
+    """The servers `start` made, ended and waited for."""
+    for proc in procs:
+        proc.stdin.close()
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def timed(fn, repeats: int = 3) -> tuple[float, object]:
     best, result = float("inf"), None
     for _ in range(repeats):
@@ -137,10 +145,7 @@ def main() -> None:
         for n, c in ((2_000_000 // scale, 10), (200_000 // scale, 1000)):
             run_shape(n, c, (ours_t, ours.pid), (sink_t, sink.pid), args.batch_mib << 20, args.repeats)
     finally:
-        for proc in (ours, sink):
-            proc.stdin.close()
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop(ours, sink)
 
 
 if __name__ == "__main__":

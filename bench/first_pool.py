@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import start  # noqa: E402
+from e2e import start, stop  # noqa: E402
 from poolscore.client import Client  # noqa: E402
 
 ROWS = {10: 1_000_000, 100: 200_000, 1000: 20_000}
@@ -53,9 +53,7 @@ def one_server(c: int, env: dict, extra: list[str], steady_runs: int, steady_s: 
             best = max(rates[-steady_runs:])
         return ready, first, best
     finally:
-        proc.stdin.close()
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop(proc)
 
 
 def main() -> None:

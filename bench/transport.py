@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e import measured, messages, peer_top, start  # noqa: E402
+from e2e import measured, messages, peer_top, start, stop  # noqa: E402
 from peers import PeerInput, peers_for  # noqa: E402
 from poolscore.client import Client  # noqa: E402
 
@@ -109,10 +109,7 @@ def main() -> None:
         for c in (10, 100, 1000):
             run(c, mb, target, f"unix:{uds}", (sink_target, sink.pid), ours.pid, args.repeats)
     finally:
-        for proc in (ours, sink):
-            proc.stdin.close()
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop(ours, sink)
 
 
 if __name__ == "__main__":

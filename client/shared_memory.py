@@ -83,6 +83,7 @@ class Ring:
         self.pos = 0  # bytes written since the start, wrapping included: a monotone mark
         self.stopped = threading.Event()  # the call has ended: a batch waiting for room gives up
         self.used = time.monotonic()
+        self.fresh_s = float("inf")  # reused only within this (half the server's idle limit, set by _ring)
         if reply.nonce != nonce:  # a server on another host with a segment of the same name
             self.close()
             raise PoolscoreError(grpc.StatusCode.NOT_FOUND, "the server maps other memory under this name")
@@ -181,19 +182,17 @@ class Rings:
         self._idle: list[Ring] = []
         self._lock = threading.Lock()
 
-    def take(self, fresh_s: float) -> Ring | None:
-        """An idle ring used within `fresh_s` (the server unmaps older ones), or None."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        stale = [r for r in idle if time.monotonic() - r.used >= fresh_s]
-        for ring in stale:
+    def take(self) -> Ring | None:
+        """An idle ring still within its `fresh_s` (the server unmaps older ones), or None."""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                ring = self._idle.pop()
+            if time.monotonic() - ring.used < ring.fresh_s:
+                ring.stopped.clear()
+                return ring
             ring.close()
-        keep = [r for r in idle if r not in stale]
-        with self._lock:
-            self._idle.extend(keep[1:])
-        if keep:
-            keep[0].stopped.clear()
-        return keep[0] if keep else None
 
     def give(self, ring: Ring) -> None:
         ring.stopped.set()
@@ -234,14 +233,17 @@ def _ring(client, wanted: bool | None) -> Ring | None:
     if wanted is False or not (wanted or is_local(client.target)):
         return None
     try:
+        ring = client._rings.take()
+        if ring is not None:
+            if _still_registered(client, ring):  # one call, and it says the server takes shared memory
+                return ring
+            ring.close()  # the server restarted, or swept it
         info = client.info().shared_memory
         if not info.enabled:
             raise PoolscoreError(grpc.StatusCode.FAILED_PRECONDITION, "the server takes no shared memory")
-        ring = client._rings.take(info.idle_s / 2)
-        if ring is not None and not _still_registered(client, ring):  # the server restarted, or swept it
-            ring.close()
-            ring = None
-        return ring or Ring(client._stub, client.timeout)
+        ring = Ring(client._stub, client.timeout)
+        ring.fresh_s = info.idle_s / 2
+        return ring
     except (PoolscoreError, OSError) as err:
         if wanted or (isinstance(err, PoolscoreError) and err.code not in FALLBACK):
             raise

@@ -1,4 +1,4 @@
-"""Print docs/api.md's `poolscore serve` flag table from ServeConfig (tests/test_docs_flags.py
+"""Print docs/api.md's `poolscore serve` flag table from ServeConfig (tests/test_docs.py
 checks that the doc holds exactly this table)."""
 from __future__ import annotations
 

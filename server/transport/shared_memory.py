@@ -168,9 +168,7 @@ class Regions:
             stale = [key for key, r in self._regions.items() if now - r.used > self.idle_s]
             gone = [self._regions.pop(key) for key in stale]
         self._close(gone)
-        with self._lock:
-            closing = [ref for ref in self._closing if ref() is not None]
-        if closing:
+        if any(ref() is not None for ref in list(self._closing)):
             gc.collect()  # the mapping goes with its last view
         with self._lock:
             self._closing = [ref for ref in self._closing if ref() is not None]
