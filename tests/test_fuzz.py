@@ -29,12 +29,35 @@ def logits_of(z: np.ndarray) -> pb.Tensor:
 
 
 class Fuzzer:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, region: str = "", region_bytes: int = 0) -> None:
         self.rng = np.random.default_rng(seed)
+        self.region, self.region_bytes = region, region_bytes  # a registered shared-memory ring
+        self.refs = 0  # bad references made
+
+    def bad_ref(self) -> pb.Tensor:
+        """Logits in shared memory, wrong by construction: outside the region, a size that is not
+        the shape's, another or no region, or data beside the ref."""
+        r = self.rng
+        self.refs += 1
+        n = int(r.integers(1, 9))
+        need, region, offset, size, data = 4 * n * C, self.region, 64, 4 * n * C, b""
+        kind = r.integers(0, 4)
+        if kind == 0:
+            offset = int(r.choice([-1, -(2**40), self.region_bytes - 8, self.region_bytes, 2**62]))
+        elif kind == 1:
+            size = need + int(r.choice([-4, -1, 1, 4, 2**40, -need]))
+        elif kind == 2:
+            region = str(r.choice(["", "poolscore-nope", "x" * 300]))
+        else:
+            data = bytes(need)
+        return pb.Tensor(dtype=pb.FP32, shape=[n, C], data=data,
+                         shm=pb.SharedMemoryRef(region=region, offset=offset, byte_size=size))
 
     def bad_tensor(self) -> pb.Tensor:
         r = self.rng
-        kind = r.integers(0, 5)
+        kind = r.integers(0, 6)
+        if kind == 5 and self.region:  # a bad shared-memory reference
+            return self.bad_ref()
         if kind == 0:  # an unknown dtype
             return tensor(int(r.integers(6, 1000)), [2, C], bytes(32))
         if kind == 1:  # bytes that do not match the shape
@@ -95,8 +118,11 @@ class Fuzzer:
 
 
 def run_fuzz(app, cases: int, seed: int) -> None:
-    fz = Fuzzer(seed)
+    from poolscore.client.shared_memory import Ring
+
     with Client(app.target) as client, grpc.insecure_channel(app.target) as channel:
+        ring = Ring(client._stub, 10, size=1 << 20)  # refs into a real region: bad offsets, sizes, names
+        fz = Fuzzer(seed, ring.key, 1 << 20)
         score = channel.stream_stream("/poolscore.v1.PoolScorer/Score", response_deserializer=pb.ScoreAck.FromString)
         batch = channel.unary_unary("/poolscore.v1.PoolScorer/ScoreBatch")
         infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
@@ -139,9 +165,11 @@ def run_fuzz(app, cases: int, seed: int) -> None:
         assert client.top_k(sid).ids.tolist() == want.tolist()
         assert client.info().version  # still serving
         assert seen[grpc.StatusCode.INVALID_ARGUMENT] > cases // 3
+        assert fz.refs > cases // 50, fz.refs  # shared-memory references were among them
         print(f"fuzz: {cases} cases, {len(valid_ids)} valid batches; statuses "
               + ", ".join(f"{c.name} {n}" for c, n in seen.items() if n))
         client.delete_session(sid)
+        ring.close()
 
 
 def test_fuzz_short(app):
