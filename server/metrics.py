@@ -52,6 +52,47 @@ class ScoreHistogram(Collector):
         yield family
 
 
+CLASS_SERIES = 50  # per strategy: the classes with the largest shares get a series each, the rest one "other"
+
+
+class SelectedClasses(Collector):
+    """poolscore_selected_class_share: the predicted-class shares of the last top-K each strategy
+    answered (GetTopK, or a ScorePool's reply), so a team sees which classes its selection pulls
+    from round to round. Replaced whole per answer: a class absent from it has no series."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._by_strategy: dict[str, list[tuple[str, float]]] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, strategy: str, classes: np.ndarray) -> None:
+        """`classes`: each selected item's predicted class, -1 where it is not known."""
+        known = classes[classes >= 0]
+        if not len(known):  # a selection made without predictions (embeddings alone): nothing to share
+            return
+        counts = np.bincount(known)
+        present = np.flatnonzero(counts)
+        top = present[np.lexsort((present, -counts[present]))][:CLASS_SERIES]
+        shares = [(str(c), counts[c] / len(classes)) for c in top]
+        if len(top) < len(present):
+            shares.append(("other", (len(known) - counts[top].sum()) / len(classes)))
+        if len(known) < len(classes):
+            shares.append(("unknown", (len(classes) - len(known)) / len(classes)))
+        with self._lock:
+            self._by_strategy[strategy] = shares
+
+    def collect(self):
+        family = GaugeMetricFamily("poolscore_selected_class_share", "Predicted-class shares of the last top-K "
+                                   f"answered, by strategy (the {CLASS_SERIES} largest; the rest as class=\"other\", "
+                                   "items of unknown class as class=\"unknown\").", labels=["strategy", "class"])
+        with self._lock:
+            held = dict(self._by_strategy)
+        for strategy, shares in held.items():
+            for name, share in shares:
+                family.add_metric([strategy, name], float(share))
+        yield family
+
+
 class GpuCollector(Collector):
     """poolscore_gpu_memory_used_bytes / _total_bytes and poolscore_gpu_utilization_ratio by
     device, read at scrape time from torch (utilisation needs pynvml; left out without it).
@@ -123,6 +164,7 @@ class Metrics:
                               ["code"], registry=registry)
         self.compiled = Gauge("poolscore_compiled_kernels", "Kernels compiled and serving.", registry=registry)
         self.score_sample = ScoreHistogram(registry)
+        self.selected_classes = SelectedClasses(registry)
         self.shm_regions = Gauge("poolscore_shared_memory_regions", "Shared-memory regions mapped, all principals.",
                                  registry=registry)
         self.shm_mapped = Gauge("poolscore_shared_memory_mapped_bytes", "Bytes of shared-memory regions mapped "

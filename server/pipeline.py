@@ -6,7 +6,7 @@ grpc or protobuf here. Raises BadInput (or UnknownStrategy) before anything is c
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
@@ -33,6 +33,10 @@ class Scored:
     class_count: int = 0
     host: Mapping[str, np.ndarray] | None = None  # set-level: host arrays the candidate set takes rows from
     width: tuple[int, ...] | None = None  # the predictions' shape past the rows ([T,] C), when there are any
+    # a pointwise top-K's rows with predictions: (held ids, lowest held score) → (the ids on the host,
+    # those this batch sent, their predicted classes), asked only when the batch changed the top: only
+    # entering rows are classified
+    classify: Callable[[Array, float], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
 
 class Pipeline:
@@ -84,8 +88,31 @@ class Pipeline:
             raise BadInput("labeled", f"labeled embeddings seed coreset, not {spec.strategy.name}")
         scores = self.backend.score(spec.kernel, x, embedding=emb, ids=ids, options=spec.options)
         scores, classes = self._selection(spec, scores, ids, x)
+        classify = None if classes is not None or x is None or not rows else self._classifier(
+            x, scores, ids, first_row if sent_ids is None else None, spec.options.input_kind.value)
         return Scored(scores, ids, keys or None, rows, batch.nbytes, *((x, emb) if ran_model else (None, None)),
-                      classes=classes, class_count=0 if classes is None else x.shape[-1], width=_width(x))
+                      classes=classes, class_count=0 if classes is None else x.shape[-1], width=_width(x),
+                      classify=classify)
+
+    def _classifier(self, x: Array, scores: Array, ids: Array, first_row: int | None, kind: str):
+        """(held ids, the lowest held score) → (the ids on the host, the ones among this batch's rows,
+        their classes). Row-numbered ids (none sent, or keys) are found by arithmetic; sent ids by a
+        search among the rows scoring at least the lowest held score (few, but for the first batches)."""
+        b = self.backend
+        host = lambda a: a if isinstance(a, np.ndarray) else b.to_numpy(a)  # noqa: E731 - a CPU top-K is NumPy's
+
+        def classify(held: Array, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            held = host(held)
+            if first_row is not None:
+                mine = held[(held >= first_row) & (held < first_row + x.shape[0])]
+                at = mine - first_row
+            else:
+                near = np.flatnonzero(host(scores) >= floor)
+                sent = host(ids)[near]
+                hit = np.isin(sent, held)
+                at, mine = near[hit], sent[hit]
+            return held, mine, host(b.predicted_class(x, kind, rows=at))
+        return classify
 
     def _candidates(self, spec: Spec, rows: int, x, emb, ids, labeled) -> tuple[Array, dict[str, np.ndarray]]:
         """A set-level batch: its pre-scores, and the host arrays its candidates' rows come from
@@ -98,6 +125,9 @@ class Pipeline:
         scores = b.score(spec.kernel, x, embedding=emb, ids=ids, options=spec.options)
         host.update(scores=b.to_numpy(scores).astype(np.float64), ids=b.to_numpy(ids), x=None if x is None else b.to_numpy(x),
                     embedding=None if emb is None else b.to_numpy(emb))
+        kind = spec.options.input_kind.value  # each row's predicted class (-1: no predictions), for the class shares
+        host["classes"] = (np.full(rows, -1, np.int32) if x is None or x.ndim < 2 or x.shape[-1] == 0 else
+                           b.to_numpy(b.predicted_class(x, kind)).astype(np.int32))
         if spec.selection.kind == "softrank":  # each candidate's Gumbel draw, seeded by (seed, id): its rank is known at finish
             host["gumbel"] = b.to_numpy(b.gumbel_keys(scores * 0, ids, spec.options.seed, 1.0, False)).astype(np.float64)
         if spec.selection.kind == "expected_error_reduction":

@@ -69,6 +69,7 @@ def test_each_kind_of_session_goes_on_after_a_restart_as_if_it_never_stopped(tmp
         begin(c, "whole")
         c.stream("whole", batches)
         want = c.top_k("whole")
+    want_classes = clean.scorer.sessions.get("whole", "").state.selected_classes()
     clean.stop()
     first = serve(tmp_path / "state")
     with Client(first.target) as c:
@@ -81,7 +82,10 @@ def test_each_kind_of_session_goes_on_after_a_restart_as_if_it_never_stopped(tmp
         assert (info := c.get_session("s")).next_seq == stopped_at and info.durable_seq == stopped_at
         c.stream("s", batches[5:])  # a new client asks the server where to go on
         got = c.top_k("s")
+    got_classes = again.scorer.sessions.get("s", "").state.selected_classes()
     again.stop()
+    np.testing.assert_array_equal(got_classes, want_classes)  # the class map is restored too
+    assert (want_classes >= 0).all() and len(want_classes) == 12
     np.testing.assert_array_equal(got.ids, want.ids)
     np.testing.assert_array_equal(got.scores, want.scores)  # bit for bit
     assert got.keys == want.keys and got.items == want.items == 3000

@@ -67,7 +67,8 @@ class Backend(Protocol):
     # float64 [N]: β·s (or β·log s) plus a Gumbel draw seeded by (seed, id); the top K of these
     # keys is a sample of K without replacement, p ∝ exp(β·s) (or s^β): stochastic's selection
 
-    def predicted_class(self, x: Array, kind: str) -> Array: ...  # int64 [N] on the host: argmax of p (of p̄ over samples)
+    def predicted_class(self, x: Array, kind: str, rows: np.ndarray | None = None) -> Array: ...
+    # int64 [N] (or [len(rows)], those rows only) on the host: argmax of p (of p̄ over samples)
 
     def empty_top(self, k: int) -> TopK: ...
 

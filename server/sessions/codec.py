@@ -25,6 +25,7 @@ from poolscore.server.setlevel.candidates import Candidates
 from poolscore.server.setlevel.pool import CandidatePool
 from poolscore.server.setlevel.rows import Widths
 from poolscore.server.topk.balanced import BalancedTopK
+from poolscore.server.topk.classes import ClassMap
 from poolscore.server.topk.numpy_topk import NumpyTopK
 
 MAGIC = b"POOLSCORE-SESSION v1\n"
@@ -97,6 +98,8 @@ def state_parts(state, chunk_name: ChunkName) -> tuple[dict[str, Any], dict[str,
     arrays = {"digests": state.digests}
     if state.keys:
         arrays.update(_keys_parts(state.keys))
+    if len(state.classes):
+        arrays.update({"classes.ids": state.classes.ids, "classes.of": state.classes.classes})
     kind, top_header, top_arrays = _top_parts(state.top, chunk_name)
     header["top"] = {"kind": kind, **top_header}
     arrays.update({f"top.{name}": a for name, a in top_arrays.items()})
@@ -151,7 +154,12 @@ def restored_state(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], 
         if digests.shape != empty.digests.shape:
             raise ValueError(f"{digests.shape[0]} resend digests, expected {empty.digests.shape[0]}")
         width = header["width"]
-        return replace(empty, top=top, next_seq=int(header["next_seq"]), items=int(header["items"]),
+        classes = empty.classes
+        if "classes.ids" in arrays:  # older files have none: their held items' classes answer -1
+            classes = ClassMap(arrays["classes.ids"].astype(np.int64), arrays["classes.of"].astype(np.int32))
+            if classes.ids.shape != classes.classes.shape or classes.ids.ndim != 1:
+                raise ValueError(f"{classes.ids.shape} class-map ids for {classes.classes.shape} classes")
+        return replace(empty, top=top, classes=classes, next_seq=int(header["next_seq"]), items=int(header["items"]),
                        keyed=header["keyed"], keys=keys, key_bytes=(sum(sizes), max(sizes, default=0)),
                        width=None if width is None else tuple(width), digests=digests)
     except (KeyError, ValueError, TypeError, UnicodeDecodeError) as err:

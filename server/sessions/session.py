@@ -21,6 +21,7 @@ from poolscore.server.runtime.budget import MemoryBudget
 from poolscore.server.setlevel.pool import CandidatePool
 from poolscore.server.strategies import Spec
 from poolscore.server.topk.balanced import BalancedTopK
+from poolscore.server.topk.classes import ClassMap
 
 
 RESENDS = 1024  # how many committed batches a resend is checked against
@@ -36,6 +37,7 @@ class State:
     key_bytes: tuple[int, int] = (0, 0)  # the held keys' encoded bytes: in all, and the longest (set with keys)
     width: tuple[int, ...] | None = None  # the first batch's predictions past the rows: every batch's must match
     digests: np.ndarray = field(default_factory=lambda: np.zeros(RESENDS, np.uint32))  # the last RESENDS batches' digests
+    classes: ClassMap = field(default_factory=ClassMap)  # a pointwise top's held ids → predicted class
 
     def after(self, seq: int, scored: Scored, digest: int | None = None) -> "State":
         """The state once `scored` (batch `seq`, scored from row `items`) is committed; self stays."""
@@ -54,12 +56,16 @@ class State:
             key_bytes = (sum(sizes), max(sizes, default=0))
         keyed = (scored.keys is not None) if scored.rows else self.keyed
         width = self.width if self.width is not None else scored.width
+        classes = self.classes
+        if scored.classify is not None and top is not self.top:
+            held, ids, predicted = scored.classify(top.held_ids(), _lowest(top))
+            classes = classes.entered(ids, predicted, held)
         digests = self.digests
         if digest is not None:
             digests = digests.copy()
             digests[seq % RESENDS] = digest
         return replace(self, top=top, next_seq=seq + 1, items=self.items + scored.rows, keyed=keyed, keys=keys,
-                       key_bytes=key_bytes, width=width, digests=digests)
+                       key_bytes=key_bytes, width=width, digests=digests, classes=classes)
 
     def check_resend(self, seq: int, digest: int, session_id: str) -> None:
         """A committed seq sent again must carry the same batch (within the last RESENDS seqs)."""
@@ -68,7 +74,16 @@ class State:
 
     def reserved_bytes(self) -> int:
         """What this state may hold at its peak: its top-K (or candidate set) and its keys."""
-        return self.top.reserved_bytes() + self.key_bytes[0] + 100 * len(self.keys)
+        return self.top.reserved_bytes() + self.key_bytes[0] + 100 * len(self.keys) + self.classes.reserved_bytes()
+
+    def selected_classes(self) -> np.ndarray | None:
+        """The predicted class of each item the top-K answers, in its order (-1: not known, say a
+        session restored from a checkpoint older than its class map); None when the strategy
+        selects without predictions."""
+        top = self.top
+        if isinstance(top, (BalancedTopK, CandidatePool)):
+            return top.classes_of(top.ids)
+        return self.classes.of(_host(top.ids)) if len(self.classes) else None
 
     def reply_bytes(self) -> int:
         """An upper bound on the TopK reply: its k keys, each at most the longest held, with scores."""
@@ -87,6 +102,17 @@ class State:
         if self.keyed is not None and keyed != self.keyed:
             sent, then = ("keys", "ids") if keyed else ("ids", "keys")
             raise BadInput("keys", f"batch {seq} sends {sent} but the session's first batch sent {then}")
+
+
+def _lowest(top) -> float:
+    """The lowest score a pointwise top-K holds (of its best K and its pending candidates)."""
+    lows = [float(s.min()) for s in (top.best_scores, top.pending_scores) if s.shape[0]]
+    # a step down in float32: a held score may be a wider batch score rounded into a float32 top-K
+    return float(np.nextafter(np.float32(min(lows)), np.float32(-np.inf))) if lows else -np.inf
+
+
+def _host(a) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else a.cpu().numpy()  # a TorchTopK's ids, on its device
 
 
 def _merged(top, scored: Scored):

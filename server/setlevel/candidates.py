@@ -69,16 +69,24 @@ class Candidates:
             order = order[np.sort(first)]
         return self.scores[order], self.ids[order], self._gather(order)
 
+    def column(self, name: str) -> np.ndarray | None:
+        """One column of the held rows, in the held order (None if the rows have no such column)."""
+        if not self.chunks or name not in self.chunks[0]:
+            return None
+        return self._gather(np.arange(len(self.ids)), (name,))[name]
+
     def _worst(self) -> int:
         low = np.flatnonzero(self.scores == self.scores.min())
         return int(low[np.argmax(self.ids[low])])
 
-    def _gather(self, order: np.ndarray) -> dict[str, np.ndarray]:
+    def _gather(self, order: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         if not self.chunks:
             return {}
         chunk, row = self.chunk[order], self.row[order]
         out = {}
         for name, first in self.chunks[0].items():
+            if names is not None and name not in names:
+                continue
             dest = np.empty((len(order),) + first.shape[1:], first.dtype)
             for c in np.unique(chunk):
                 at = np.flatnonzero(chunk == c)

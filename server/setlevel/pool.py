@@ -18,8 +18,9 @@ from poolscore.server.setlevel.eer import BLOCK_ELEMENTS as EER_BLOCK
 from poolscore.server.setlevel.finish import select
 from poolscore.server.setlevel.rows import Widths, log_probs, widths_of
 from poolscore.server.strategies import Spec
+from poolscore.server.topk.classes import lookup
 
-_INDEX_BYTES = 40  # a held row's score, id, chunk, row (and softrank's Gumbel draw)
+_INDEX_BYTES = 44  # a held row's score, id, chunk, row, predicted class (and softrank's Gumbel draw)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,16 @@ class CandidatePool:
                 self._memo["top"] = select(self.spec, self.k, self.candidates.sorted(), ref, self.labeled)
             return self._memo["top"]
 
+    def classes_of(self, ids: np.ndarray) -> np.ndarray:
+        """Each of `ids`' predicted class, from the candidates' rows (-1 for one not held, or sent
+        without predictions, or held from a checkpoint older than the class column)."""
+        cands = self.candidates
+        held = cands.column("classes")
+        if held is None:
+            return np.full(len(ids), -1, np.int64)
+        order = np.argsort(cands.ids, kind="stable")
+        return lookup(cands.ids[order], held[order], ids)
+
     def _merged(self, cands: Candidates, scores: np.ndarray, host: Mapping[str, np.ndarray]) -> Candidates:
         idx = cands.cut(scores, host["ids"])
         return cands.merged(scores[idx], host["ids"][idx], self._rows(host, idx, cands is self.reference))
@@ -103,6 +114,8 @@ class CandidatePool:
     def _rows(self, host: Mapping[str, np.ndarray], idx: np.ndarray, reference: bool) -> dict[str, np.ndarray]:
         keeps = ("embedding", "log_probs") if reference else self.spec.strategy.keeps
         rows = {"gumbel": host["gumbel"][idx]} if self.spec.selection.kind == "softrank" else {}
+        if not reference and "classes" in host:  # for the selected-class shares
+            rows["classes"] = host["classes"][idx]
         if "embedding" in keeps:
             rows["embedding"] = host["embedding"][idx].astype(np.float32)
         if "log_probs" in keeps:

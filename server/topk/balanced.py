@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from poolscore.server.errors import BadInput
+from poolscore.server.topk.classes import lookup
 
 
 def quotas(k: int, classes: int, priors: tuple[float, ...] = ()) -> np.ndarray:
@@ -55,6 +56,11 @@ class BalancedTopK:
     @property
     def ids(self) -> np.ndarray:
         return self._selected()[1]
+
+    def classes_of(self, ids: np.ndarray) -> np.ndarray:
+        """Each of `ids`' predicted class, as held (-1 for one not held)."""
+        order = np.argsort(self.held_ids_, kind="stable")
+        return lookup(self.held_ids_[order], self.held_classes[order], ids)
 
     def merged_by_class(self, scores, ids, predicted, classes: int) -> "BalancedTopK":
         """A new value with this batch's rows, each under its predicted class; self stays as it was."""

@@ -65,7 +65,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                 req.release()  # scored and merged: the client's ring may write over its bytes
             if session is None:
                 raise BadInput("requests", "the stream sent no batch")
-            return msg.top_to_pb(session.state)
+            return self._answer(session)
         finally:
             if session is not None:
                 session.close(self.sessions.budget)
@@ -120,7 +120,15 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     @maps_errors
     def GetTopK(self, req: pb.SessionRef, context: grpc.ServicerContext) -> pb.TopK:
-        return msg.top_to_pb(self.sessions.get(req.session_id, self._who(context)).state)  # a snapshot: never waits
+        return self._answer(self.sessions.get(req.session_id, self._who(context)))
+
+    def _answer(self, session: Session) -> pb.TopK:
+        """The session's top-K (a snapshot: never waits), its classes' shares into the metrics."""
+        state = session.state
+        classes = state.selected_classes()
+        if classes is not None:
+            self.metrics.selected_classes.observe(session.spec.strategy.name, classes)
+        return msg.top_to_pb(state)
 
     @maps_errors
     def DeleteSession(self, req: pb.SessionRef, context: grpc.ServicerContext) -> pb.Session:

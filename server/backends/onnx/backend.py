@@ -83,7 +83,9 @@ class OnnxBackend:
         with np.errstate(divide="ignore"):  # power sampling: a score of 0 is never drawn (log 0 = -inf)
             return beta * (np.log(s) if power else s) - np.log(-np.log(u))
 
-    def predicted_class(self, x: np.ndarray, kind: str) -> np.ndarray:
+    def predicted_class(self, x: np.ndarray, kind: str, rows: np.ndarray | None = None) -> np.ndarray:
+        if rows is not None:
+            x = np.asarray(x)[rows]
         if x.ndim == 3:  # the class of the mean prediction over samples
             z = np.asarray(x, np.float64)
             if kind != "probabilities":

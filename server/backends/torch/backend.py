@@ -74,7 +74,9 @@ class TorchBackend:
         s = scores.to(torch.float64)
         return beta * (torch.log(s) if power else s) - torch.log(-torch.log(u))
 
-    def predicted_class(self, x: torch.Tensor, kind: str) -> torch.Tensor:
+    def predicted_class(self, x: torch.Tensor, kind: str, rows: np.ndarray | None = None) -> torch.Tensor:
+        if rows is not None:  # gathered where x lives, before any copy: only these rows travel
+            x = x[torch.from_numpy(np.asarray(rows, np.int64)).to(x.device)]
         x = x.to(self.device)
         if x.dim() == 3:  # the class of the mean prediction over samples
             z = x.to(torch.float64)
