@@ -156,6 +156,26 @@ def test_a_batch_larger_than_the_cache_block_is_scored_in_blocks_alike(compiled_
         compiled_scorer.score("entropy", x)
 
 
+@pytest.mark.parametrize("name, shape", [("bald", (20, 40)), ("entropy", (300,))])
+def test_many_classes_are_scored_in_cache_blocks_alike(compiled_scorer: Scorer, scorer: Scorer, name: str,
+                                                      shape: tuple[int, ...]) -> None:
+    """Past the rows-inner bucket (C > 16) a CPU kernel runs blocked too: the same scores as one
+    eager call, a bad row named from the batch's start."""
+    from poolscore.server.backends.torch.relayout import CHUNK_BYTES_PER_THREAD, Blocked
+    row = 4 * int(np.prod(shape))
+    rows = 2 * CHUNK_BYTES_PER_THREAD * torch.get_num_threads() // row + 5  # two blocks and a bit
+    x = torch.from_numpy((np.random.default_rng(7).normal(size=(rows, *shape)) * 3).astype(np.float32))
+    compiled_scorer.score(name, x[:64])
+    compiled_scorer.kernels.wait()
+    kernel = compiled_scorer.kernels.kernel_for(strategy_named(name), "logits", x.to(compiled_scorer.device), None)
+    assert isinstance(kernel, Blocked) or compiled_scorer.device.type != "cpu"
+    np.testing.assert_allclose(compiled_scorer.score(name, x).cpu().numpy(), scorer.score(name, x).numpy(),
+                               rtol=2e-5, atol=1e-6)
+    x[rows - 2, -1] = float("nan")
+    with pytest.raises(ValueError, match=f"NaN in row {rows - 2}"):
+        compiled_scorer.score(name, x)
+
+
 @pytest.mark.parametrize("name", COMPILED)
 def test_compiled_kernels_score_a_row_the_same_bits_at_any_position(compiled_scorer: Scorer, name: str) -> None:
     """Rows-inner vectors, their tails and the cache blocks: a row's score does not depend on

@@ -24,7 +24,7 @@ import torch
 from poolscore.server.backends.torch.kernels import KERNELS, Kernel
 from poolscore.server.strategies.registry import Strategy
 from poolscore.server.backends.torch.columns import COLUMN_KERNELS
-from poolscore.server.backends.torch.relayout import PerClassCount, Relayouts, RowsInnerKernel, rows_inner
+from poolscore.server.backends.torch.relayout import Blocked, PerClassCount, Relayouts, RowsInnerKernel, rows_inner
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,8 @@ class CompiledKernels:
         kernel = torch._dynamo.run(compiled)
         if relaid:
             kernel = RowsInnerKernel(self._relayout, kernel, self._columns.get(strategy.name))
+        elif x.device.type == "cpu":
+            kernel = Blocked(kernel)
         with self._lock:
             self._ready[key] = kernel
             ready = len(self._ready)

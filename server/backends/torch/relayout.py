@@ -106,15 +106,31 @@ class RowsInnerKernel:
 
     def __call__(self, x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
         kernel = self.columns.run if self.columns is not None and self.columns.ready(x, kind) else self.kernel
-        row_bytes = max(1, x[0].numel() * x.element_size())
-        chunks = -(-x.shape[0] * row_bytes // (CHUNK_BYTES_PER_THREAD * torch.get_num_threads()))
-        if chunks <= 1:
-            return kernel(self.relayout(x), emb, inv_t, kind)
-        # Cache blocking: the relayout's copy (and the any-C kernel's [C, rows] of exp) stay
-        # in cache. Unblocked, a 40 MB batch runs at 40% of the speed.
-        embs = [None] * chunks if emb is None else emb.tensor_split(chunks)
-        return torch.cat([kernel(self.relayout(part), e, inv_t, kind)
-                          for part, e in zip(x.tensor_split(chunks), embs)])
+        # the relayout's copy (and the any-C kernel's [C, rows] of exp) stay in cache
+        return in_blocks(lambda part, e: kernel(self.relayout(part), e, inv_t, kind), x, emb)
+
+
+class Blocked:
+    """A compiled CPU kernel run over cache-sized blocks of rows: inductor materialises some
+    [N, ..., C] intermediates (the exps a mean over samples reads again), and a block's stay
+    in cache. bald at [100k, 20, 100] runs 3x faster (1.5 → 4.5 GB/s on one thread)."""
+
+    def __init__(self, kernel: Callable) -> None:
+        self.kernel = kernel
+
+    def __call__(self, x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
+        return in_blocks(lambda part, e: self.kernel(part, e, inv_t, kind), x, emb)
+
+
+def in_blocks(score: Callable, x: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
+    """score(rows, their embeddings) over blocks of CHUNK_BYTES_PER_THREAD per thread; one call
+    for a batch that small. Unblocked, a 40 MB batch runs at 40% of the speed."""
+    row_bytes = max(1, x[0].numel() * x.element_size()) if x.shape[0] else 1
+    chunks = -(-x.shape[0] * row_bytes // (CHUNK_BYTES_PER_THREAD * torch.get_num_threads()))
+    if chunks <= 1:
+        return score(x, emb)
+    embs = [None] * chunks if emb is None else emb.tensor_split(chunks)
+    return torch.cat([score(part, e) for part, e in zip(x.tensor_split(chunks), embs)])
 
 
 def _example_like(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
