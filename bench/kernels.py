@@ -213,6 +213,9 @@ def summary(results: list[Result], topk: tuple[float, float]) -> list[str]:
     for r in (r for r in results if r.strategy in ["bald"] + COMMITTEE):
         for p, s in r.peers.items():
             lines.append(verdict(s / r.ours_s >= 5, f"{r.strategy} {r.label} vs {p}", f"{s / r.ours_s:.1f}x", "≥ 5x"))
+    for r in (r for r in results if r.strategy in BAYESIAN + COMMITTEE + ["expected_gradient_length"]):
+        lines.append(verdict(r.copy_s / r.ours_s >= 0.3, f"{r.strategy} {r.label} of memcpy",
+                             f"{r.copy_s / r.ours_s:.0%}", "≥ 30%"))  # #17: sample-axis and gradient kernels
     stream_s, argpartition_s = topk
     lines.append(verdict(stream_s / argpartition_s <= 1.0, "top-K stream / argpartition",
                          f"{stream_s / argpartition_s:.2f}x", "≤ 1.0x"))
