@@ -74,10 +74,9 @@ class Client:
 
     @property
     def batch_bytes(self) -> int:
-        """Tensor bytes per message: as asked, but under the server's message limit too
-        (read from ServerInfo on first use, so a server with a smaller limit still works)."""
+        """Tensor bytes per message: as asked, but under the server's message limit (ServerInfo's)."""
         if self._server_bytes is None:
-            self._server_bytes = room(self.info().limits.max_message_bytes or 2**31 - 1)
+            self.info()
         return min(self._asked_bytes, self._server_bytes)
 
     def __enter__(self) -> "Client":
@@ -103,7 +102,9 @@ class Client:
         self.reached = True
 
     def info(self) -> pb.ServerInfoReply:
-        return self._call(self._stub.ServerInfo, pb.ServerInfoRequest())
+        reply = self._call(self._stub.ServerInfo, pb.ServerInfoRequest())
+        self._server_bytes = room(reply.limits.max_message_bytes or 2**31 - 1)  # one call serves batch_bytes too
+        return reply
 
     def reload_models(self) -> pb.ServerInfoReply:
         """Have the server re-read its model repository; the reply lists models and load errors."""

@@ -46,6 +46,25 @@ def test_a_server_with_nothing_to_warm_serves_at_once() -> None:
         app.stop()
 
 
+def test_the_batch_path_is_rehearsed_before_serving_on_metrics_of_its_own(caplog) -> None:
+    """Each warm strategy and class count runs one small batch through the pipeline, merge and
+    reply before SERVING; the server's own metrics count none of it."""
+    import logging
+    import urllib.request
+
+    caplog.set_level(logging.INFO, logger="poolscore.server.app")
+    app = build_server(ServeConfig(port=0, metrics_port=0, device="cpu", compile="background", warm="margin,entropy",
+                                   warm_classes="3,40")).start()
+    try:
+        with Client(app.target, timeout=60) as c:
+            c.wait_ready(timeout=300)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{app.metrics_port}/metrics", timeout=5).read().decode()
+        assert any("4 batch paths rehearsed: serving" in r.getMessage() for r in caplog.records)
+        assert "poolscore_items_scored_total{" not in text and "poolscore_selected_class_share{" not in text
+    finally:
+        app.stop()
+
+
 def test_warm_classes_name_the_class_counts_compiled_at_start() -> None:
     """--warm-classes 2: one kernel (C = 2's bucket), and on the CPU its own relayout too, so a
     binary pool's first batch runs the tuned path."""

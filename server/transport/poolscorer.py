@@ -7,10 +7,12 @@ from importlib import metadata
 from typing import Any, Iterator, Mapping
 
 import grpc
+import numpy as np
 
 from poolscore.server.backends.base import Backend
 from poolscore.server.config import ServeConfig
 from poolscore.server.errors import BadInput, Draining, OverLimit
+from poolscore.server.ingest.tensors import Batch, RawTensor
 from poolscore.server.metrics import Metrics
 from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline
@@ -249,6 +251,22 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         spec = msg.spec_of(strategy)
         return Session(str(header["id"]), spec, self._first(spec, k), msg.feed_of(model, spec, self.models),
                        owner=str(header["owner"]))
+
+    def rehearse(self, strategies: list[str], classes: tuple[int, ...]) -> int:
+        """A small batch of each warm strategy and class count through the whole batch path
+        (pipeline, merge, reply) before health says SERVING, on metrics of its own: what a
+        first batch pays once (lazy imports, first-call caches) is paid here, not by a pool."""
+        from prometheus_client import CollectorRegistry
+
+        pipeline = Pipeline(self.backend, Metrics(CollectorRegistry()))
+        for name in strategies:
+            for c in classes:
+                spec = msg.spec_of(pb.StrategySpec(name=name))
+                x = np.linspace(-1, 1, 256 * c, dtype=np.float32).reshape(256, c)
+                batch = Batch({"logits": RawTensor("FP32", x.shape, memoryview(x).cast("B"))})
+                state = self._first(spec, 10)
+                msg.top_to_pb(state.after(0, pipeline.score(spec, batch, seq=0)))
+        return len(strategies) * len(classes)
 
     def _first(self, spec: Spec, k: int) -> State:
         return empty_state(spec, check_k(k, self.config.max_k), self.backend)
