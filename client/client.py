@@ -94,12 +94,13 @@ class Client:
     # --- readiness and information --------------------------------------------------------
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll the standard health service until it says SERVING (raises Unavailable after
-        timeout); with several replicas, until every one does."""
+        """Poll health until SERVING (Unavailable after timeout), every replica's too; then make a
+        local server's shared-memory ring, so that the first pool does not pay for it."""
         for replica in self.replicas:
             replica.wait_ready(timeout)
         poll_health(self._health, self.target, timeout)
         self.reached = True
+        shared_memory.prepare(self, self.shared_memory)
 
     def info(self) -> pb.ServerInfoReply:
         reply = self._call(self._stub.ServerInfo, pb.ServerInfoRequest())
@@ -147,10 +148,9 @@ class Client:
         folder or glob of Parquet files, a filesystem URI (file://, s3://, an fsspec protocol), or
         a pyarrow Table or pandas DataFrame with `logits` (and `id`, `embedding`) columns.
 
-        With `model`, the arrays are raw inputs for that hosted model (`samples` > 0: MC
-        dropout passes). Batches are streamed without waiting for the server between them;
-        `progress(rows)` is called as each batch is handed to the transport. `labeled`: coreset's
-        first centers, the embeddings [L, D] of items labeled already.
+        With `model`, the arrays are raw inputs for that hosted model (`samples` > 0: MC dropout
+        passes). Batches are streamed without waiting between them; `progress(rows)` is called as
+        each is handed over. `labeled`: coreset's first centers, embeddings [L, D] labeled already.
         """
         if self.replicas:
             shared = dict(progress=progress, session_options=dict(model=model, samples=samples, model_seed=model_seed,

@@ -96,6 +96,21 @@ def regions(c: Client) -> list[str]:
     return [r.name for r in c._call(c._stub.SharedMemoryStatus, pb.SharedMemoryStatusRequest()).regions]
 
 
+def test_wait_ready_makes_the_ring_the_first_pool_then_takes(server) -> None:
+    """wait_ready on a local server registers a ring, kept for the first call (which then pays
+    no segment set-up); with shared memory off it makes none; a second wait_ready keeps the one."""
+    with Client(server.target, token=ALICE) as c:
+        c.wait_ready()
+        [made] = regions(c)
+        assert server.mapped(made)
+        c.score_pool(pool(5000), "margin", k=3)
+        c.wait_ready()
+        assert regions(c) == [made]  # the first pool took that ring and gave it back; no second one
+    with Client(server.target, token=ALICE, shared_memory=False) as plain:
+        plain.wait_ready()
+        assert regions(plain) == []
+
+
 def test_a_clients_calls_reuse_its_ring_and_a_failed_call_drops_it(server) -> None:
     """A ring stays registered between a client's calls (its pages faulted in once); a call that
     fails unregisters its ring, and closing the client unregisters the rest."""
