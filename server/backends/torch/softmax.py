@@ -113,7 +113,7 @@ def entropy_of_probabilities(p: torch.Tensor) -> torch.Tensor:
     """-Σ p log p over the last axis, 0·log 0 = 0.
 
     A where() rather than xlogy: inductor's CPU code runs xlogy one lane at a time (a scalar
-    log per element), the vector log here is 4x faster, and for p ≥ 0 they agree."""
+    log per element, in its output code), this as vector ops; for p ≥ 0 they agree."""
     return -torch.where(p > 0, p * torch.log(p), 0.0).sum(-1)
 
 
