@@ -230,7 +230,7 @@ def prepare(client, wanted: bool | None) -> None:
         return
     try:
         ring = _ring(client, wanted)
-    except PoolscoreError as err:  # best effort (say, a token refused): the first call meets it and says so
+    except (PoolscoreError, OSError) as err:  # best effort (a token refused, /dev/shm full): the first call says so
         log.debug("no shared-memory ring made ahead for %s: %s", client.target, err)
         return
     if ring is not None:

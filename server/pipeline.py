@@ -34,9 +34,9 @@ class Scored:
     host: Mapping[str, np.ndarray] | None = None  # set-level: host arrays the candidate set takes rows from
     width: tuple[int, ...] | None = None  # the predictions' shape past the rows ([T,] C), when there are any
     # a pointwise top-K's rows with predictions: (held ids, lowest held score) → (the ids on the host,
-    # those this batch sent, their predicted classes), asked only when the batch changed the top: only
-    # entering rows are classified
-    classify: Callable[[Array, float], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    # and those this batch sent: ids, scores, predicted classes), asked only when the batch changed the
+    # top: only entering rows are classified
+    classify: Callable[[Array, float], tuple[np.ndarray, ...]] | None = None
 
 
 class Pipeline:
@@ -88,30 +88,31 @@ class Pipeline:
             raise BadInput("labeled", f"labeled embeddings seed coreset, not {spec.strategy.name}")
         scores = self.backend.score(spec.kernel, x, embedding=emb, ids=ids, options=spec.options)
         scores, classes = self._selection(spec, scores, ids, x)
-        classify = None if classes is not None or x is None or not rows else self._classifier(
+        classify = None if classes is not None or not _has_classes(x) or not rows else self._classifier(
             x, scores, ids, first_row if sent_ids is None else None, spec.options.input_kind.value)
         return Scored(scores, ids, keys or None, rows, batch.nbytes, *((x, emb) if ran_model else (None, None)),
                       classes=classes, class_count=0 if classes is None else x.shape[-1], width=_width(x),
                       classify=classify)
 
     def _classifier(self, x: Array, scores: Array, ids: Array, first_row: int | None, kind: str):
-        """(held ids, the lowest held score) → (the ids on the host, the ones among this batch's rows,
-        their classes). Row-numbered ids (none sent, or keys) are found by arithmetic; sent ids by a
-        search among the rows scoring at least the lowest held score (few, but for the first batches)."""
+        """(held ids, the lowest held score) → (the ids on the host, and of this batch's rows with a
+        held id: ids, scores, classes). Row-numbered ids (none sent, or keys) are found by arithmetic;
+        sent ids by a search among the rows scoring at least the lowest held score (few, but for the
+        first batches). A sent id held twice is told apart by its scores (see ClassMap)."""
         b = self.backend
         host = lambda a: a if isinstance(a, np.ndarray) else b.to_numpy(a)  # noqa: E731 - a CPU top-K is NumPy's
 
-        def classify(held: Array, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            held = host(held)
+        def classify(held: Array, floor: float) -> tuple[np.ndarray, ...]:
+            held, s = host(held), host(scores)
             if first_row is not None:
                 mine = held[(held >= first_row) & (held < first_row + x.shape[0])]
                 at = mine - first_row
             else:
-                near = np.flatnonzero(host(scores) >= floor)
+                near = np.flatnonzero(s >= floor)
                 sent = host(ids)[near]
                 hit = np.isin(sent, held)
                 at, mine = near[hit], sent[hit]
-            return held, mine, host(b.predicted_class(x, kind, rows=at))
+            return held, mine, s[at].astype(np.float64), host(b.predicted_class(x, kind, rows=at))
         return classify
 
     def _candidates(self, spec: Spec, rows: int, x, emb, ids, labeled) -> tuple[Array, dict[str, np.ndarray]]:
@@ -125,9 +126,7 @@ class Pipeline:
         scores = b.score(spec.kernel, x, embedding=emb, ids=ids, options=spec.options)
         host.update(scores=b.to_numpy(scores).astype(np.float64), ids=b.to_numpy(ids), x=None if x is None else b.to_numpy(x),
                     embedding=None if emb is None else b.to_numpy(emb))
-        kind = spec.options.input_kind.value  # each row's predicted class (-1: no predictions), for the class shares
-        host["classes"] = (np.full(rows, -1, np.int32) if x is None or x.ndim < 2 or x.shape[-1] == 0 else
-                           b.to_numpy(b.predicted_class(x, kind)).astype(np.int32))
+        host["classes"] = _classes_on_host(b, host["x"] if _has_classes(x) else None, x, spec.options.input_kind.value, rows)
         if spec.selection.kind == "softrank":  # each candidate's Gumbel draw, seeded by (seed, id): its rank is known at finish
             host["gumbel"] = b.to_numpy(b.gumbel_keys(scores * 0, ids, spec.options.seed, 1.0, False)).astype(np.float64)
         if spec.selection.kind == "expected_error_reduction":
@@ -158,6 +157,22 @@ def _through_model(feed: Feed | None, x: Array | None, emb: Array | None, inputs
         raise BadInput("inputs", "send logits or inputs, not both")
     logits, model_emb = feed.model.forward(inputs, feed.samples, feed.seed)
     return logits, emb if emb is not None else model_emb
+
+
+def _has_classes(x) -> bool:
+    """Predictions a class can be read from: [N, C] or [N, T, C], C ≥ 1 (`random` takes any x)."""
+    return x is not None and x.ndim in (2, 3) and x.shape[-1] > 0
+
+
+def _classes_on_host(b: Backend, x_host: np.ndarray | None, x: Array, kind: str, rows: int) -> np.ndarray:
+    """A set-level batch's predicted classes (-1 without predictions), for the class shares: for
+    [N, C] the argmax of x itself on the host copy (softmax and log keep the order), with no
+    second copy to a device; [N, T, C] needs the mean p, which the backend computes."""
+    if x_host is None:
+        return np.full(rows, -1, np.int32)
+    if x_host.ndim == 2:
+        return x_host.argmax(-1).astype(np.int32)
+    return b.to_numpy(b.predicted_class(x, kind)).astype(np.int32)
 
 
 def _width(x) -> tuple[int, ...] | None:

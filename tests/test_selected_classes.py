@@ -98,11 +98,52 @@ def test_many_classes_fold_into_other(app) -> None:
         1 - sum(v for k, v in got.items() if k != "other"))
 
 
-def test_the_class_map_keeps_the_latest_entry_and_prunes_to_what_is_held() -> None:
-    m = ClassMap().entered(np.array([5, 7, 9]), np.array([1, 2, 3]), held=np.array([5, 7, 9]))
-    m = m.entered(np.array([7]), np.array([4]), held=np.array([5, 7, 9]))  # 7 again: its latest class
-    assert m.of(np.array([9, 7, 5, 6])).tolist() == [3, 4, 1, -1]
+def test_the_class_map_keeps_each_ids_best_row_and_prunes_to_what_is_held() -> None:
+    m = ClassMap().entered(np.array([5, 7, 9]), np.array([0.5, 0.9, 0.1]), np.array([1, 2, 3]), held=np.array([5, 7, 9]))
+    m = m.entered(np.array([7, 9]), np.array([0.4, 0.1]), np.array([4, 6]), held=np.array([5, 7, 9]))
+    assert m.of(np.array([9, 7, 5, 6])).tolist() == [6, 2, 1, -1]  # 7: its best row's class; 9: a tie, the latest
     big = np.arange(5000)
-    m = m.entered(big, big % 3, held=np.array([5, 4999]))  # over 2 × held + slack: pruned to the held ids
-    assert sorted(m.ids.tolist()) == [5, 4999] and m.of(np.array([5, 4999, 7])).tolist() == [2, 4999 % 3, -1]
-    assert len(ClassMap().of(np.array([1, 2]))) == 2 and ClassMap().of(np.array([1])).tolist() == [-1]
+    m = m.entered(big, np.zeros(5000), big % 3, held=np.array([5, 4999]))  # past 2 × held + slack: pruned
+    assert sorted(set(m.ids.tolist())) == [5, 4999] and m.of(np.array([5, 4999, 7])).tolist() == [1, 4999 % 3, -1]
+    assert ClassMap().of(np.array([1, 2])).tolist() == [-1, -1]
+
+
+def test_an_id_sent_again_keeps_the_class_of_the_row_whose_score_the_top_k_kept(app) -> None:
+    """Ids repeated within a batch and across batches: the top-K keeps each id's best score, and
+    the shares count that row's class, not the latest row's."""
+    x = np.array([[9, 0, 0], [0, 9, 0], [0, 0, 1], [5, 5, 0], [0, 6, 0]], np.float32)  # classes 0, 1, 2, 0, 1
+    ids = np.array([7, 7, 9, 8, 8])  # 7: 0.0 (class 0) then ~0 (class 1); 8: high (class 0), then low (class 1)
+    with Client(app.target, timeout=30) as c:
+        c.wait_ready()
+        with c.session("entropy", k=2) as s:
+            c.score(s.id, x[[3]], ids=ids[[3]])  # id 8, uncertain, class 0
+            c.score(s.id, x[[2, 4]], ids=ids[[2, 4]])  # id 9 (the most uncertain), id 8 again: surer, class 1
+            c.score(s.id, x[[0, 1]], ids=ids[[0, 1]])  # id 7 twice, both sure: enters no top
+            top = c.top_k(s.id)
+        got = shares(get(f"http://127.0.0.1:{app.metrics_port}/metrics"), "entropy")
+    assert list(top.ids) == [9, 8]
+    assert got == pytest.approx({"2": 0.5, "0": 0.5})  # 8 is class 0: its row of entropy 0.69, not the later one
+
+
+def test_a_random_pool_with_any_logits_still_scores_and_set_level_duplicates_count_their_best_row(app) -> None:
+    with Client(app.target, timeout=30) as c:
+        c.wait_ready()
+        assert len(c.score_pool(np.arange(50, dtype=np.float32), "random", k=5)) == 5  # [N]: no classes, no error
+        x = np.array([[0, 9], [1.2, 1], [3, 0]], np.float32)  # id 1: sure of class 1, then unsure, class 0
+        top = c.score_pool([(np.array([1, 1, 2]), x, np.eye(3, 4, dtype=np.float32))], "badge", k=2, pre_score="margin")
+        got = shares(get(f"http://127.0.0.1:{app.metrics_port}/metrics"), "badge")
+    assert sorted(top.ids) == [1, 2] and got == {"0": 1.0}  # id 1 as its best-scoring (unsure) row: class 0
+
+
+def test_rows_from_a_checkpoint_older_than_the_class_column_answer_unknown_and_keep_the_new_ones() -> None:
+    """Chunks restored from an older server lack the class column; rows merged since have it. Both
+    are handed over (the old as -1), and compacting them keeps the column."""
+    from poolscore.server.setlevel.candidates import Candidates
+
+    old = Candidates(5, np.array([0.9, 0.8]), np.array([1, 2]), np.array([0, 0]), np.array([0, 1]),
+                     ({"embedding": np.zeros((2, 3), np.float32)},), 2)
+    new = old.merged(np.array([0.95, 0.7, 0.85]), np.array([3, 4, 5]),
+                     {"embedding": np.ones((3, 3), np.float32), "classes": np.array([2, 1, 0], np.int32)})
+    assert dict(zip(new.ids.tolist(), new.column("classes").tolist())) == {1: -1, 2: -1, 3: 2, 4: 1, 5: 0}
+    packed = new._compacted()
+    assert dict(zip(packed.ids.tolist(), packed.column("classes").tolist())) == {1: -1, 2: -1, 3: 2, 4: 1, 5: 0}

@@ -99,7 +99,8 @@ def state_parts(state, chunk_name: ChunkName) -> tuple[dict[str, Any], dict[str,
     if state.keys:
         arrays.update(_keys_parts(state.keys))
     if len(state.classes):
-        arrays.update({"classes.ids": state.classes.ids, "classes.of": state.classes.classes})
+        arrays.update({"classes.ids": state.classes.ids, "classes.scores": state.classes.scores,
+                       "classes.of": state.classes.classes})
     kind, top_header, top_arrays = _top_parts(state.top, chunk_name)
     header["top"] = {"kind": kind, **top_header}
     arrays.update({f"top.{name}": a for name, a in top_arrays.items()})
@@ -156,8 +157,9 @@ def restored_state(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray], 
         width = header["width"]
         classes = empty.classes
         if "classes.ids" in arrays:  # older files have none: their held items' classes answer -1
-            classes = ClassMap(arrays["classes.ids"].astype(np.int64), arrays["classes.of"].astype(np.int32))
-            if classes.ids.shape != classes.classes.shape or classes.ids.ndim != 1:
+            classes = ClassMap(*(arrays[f"classes.{n}"].astype(t) for n, t in
+                                 (("ids", np.int64), ("scores", np.float64), ("of", np.int32))))
+            if not classes.ids.shape == classes.scores.shape == classes.classes.shape or classes.ids.ndim != 1:
                 raise ValueError(f"{classes.ids.shape} class-map ids for {classes.classes.shape} classes")
         return replace(empty, top=top, classes=classes, next_seq=int(header["next_seq"]), items=int(header["items"]),
                        keyed=header["keyed"], keys=keys, key_bytes=(sum(sizes), max(sizes, default=0)),

@@ -58,8 +58,8 @@ class State:
         width = self.width if self.width is not None else scored.width
         classes = self.classes
         if scored.classify is not None and top is not self.top:
-            held, ids, predicted = scored.classify(top.held_ids(), _lowest(top))
-            classes = classes.entered(ids, predicted, held)
+            held, ids, scores, predicted = scored.classify(top.held_ids(), _lowest(top))
+            classes = classes.entered(ids, scores, predicted, held)
         digests = self.digests
         if digest is not None:
             digests = digests.copy()

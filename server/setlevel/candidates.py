@@ -71,7 +71,7 @@ class Candidates:
 
     def column(self, name: str) -> np.ndarray | None:
         """One column of the held rows, in the held order (None if the rows have no such column)."""
-        if not self.chunks or name not in self.chunks[0]:
+        if name not in _columns(self.chunks):
             return None
         return self._gather(np.arange(len(self.ids)), (name,))[name]
 
@@ -84,13 +84,14 @@ class Candidates:
             return {}
         chunk, row = self.chunk[order], self.row[order]
         out = {}
-        for name, first in self.chunks[0].items():
+        for name, first in _columns(self.chunks).items():
             if names is not None and name not in names:
                 continue
             dest = np.empty((len(order),) + first.shape[1:], first.dtype)
             for c in np.unique(chunk):
                 at = np.flatnonzero(chunk == c)
-                dest[at] = self.chunks[c][name][row[at]]
+                have = self.chunks[c].get(name)
+                dest[at] = have[row[at]] if have is not None else _MISSING[name]
             out[name] = dest
         return out
 
@@ -98,6 +99,15 @@ class Candidates:
         every = np.arange(len(self.ids))
         rows = self._gather(every)
         return Candidates(self.m, self.scores, self.ids, np.zeros(len(every), np.int64), every, (rows,), len(every))
+
+
+# what a row of a chunk made before its column existed holds (a checkpoint from an older server)
+_MISSING = {"classes": -1}
+
+
+def _columns(chunks) -> dict[str, np.ndarray]:
+    """Every column name the chunks hold, each with one chunk's array of it (its dtype and width)."""
+    return {name: a for chunk in reversed(chunks) for name, a in chunk.items()}
 
 
 def best_m(scores: np.ndarray, ids: np.ndarray, m: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from poolscore.server.setlevel.eer import BLOCK_ELEMENTS as EER_BLOCK
 from poolscore.server.setlevel.finish import select
 from poolscore.server.setlevel.rows import Widths, log_probs, widths_of
 from poolscore.server.strategies import Spec
-from poolscore.server.topk.classes import lookup
+from poolscore.server.topk.classes import best_of_each, lookup
 
 _INDEX_BYTES = 44  # a held row's score, id, chunk, row, predicted class (and softrank's Gumbel draw)
 
@@ -104,8 +104,8 @@ class CandidatePool:
         held = cands.column("classes")
         if held is None:
             return np.full(len(ids), -1, np.int64)
-        order = np.argsort(cands.ids, kind="stable")
-        return lookup(cands.ids[order], held[order], ids)
+        best = best_of_each(cands.ids, cands.scores)  # an id held twice: its best row's, as sorted() hands over
+        return lookup(cands.ids[best], held[best], ids)
 
     def _merged(self, cands: Candidates, scores: np.ndarray, host: Mapping[str, np.ndarray]) -> Candidates:
         idx = cands.cut(scores, host["ids"])

@@ -1,6 +1,7 @@
 """The PoolScorer RPCs, a few lines each: wire → pipeline → session → reply."""
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
@@ -28,6 +29,9 @@ from poolscore.server.transport.statuses import maps_errors
 from poolscore.server.transport.wire import Parsed
 from poolscore.v1 import scoring_pb2 as pb
 from poolscore.v1 import scoring_pb2_grpc as pb_grpc
+
+
+log = logging.getLogger(__name__)
 
 
 class PoolScorer(pb_grpc.PoolScorerServicer):
@@ -127,9 +131,12 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
     def _answer(self, session: Session) -> pb.TopK:
         """The session's top-K (a snapshot: never waits), its classes' shares into the metrics."""
         state = session.state
-        classes = state.selected_classes()
-        if classes is not None:
-            self.metrics.selected_classes.observe(session.spec.strategy.name, classes)
+        try:
+            classes = state.selected_classes()
+            if classes is not None:
+                self.metrics.selected_classes.observe(session.spec.strategy.name, classes)
+        except Exception:  # noqa: BLE001 - a metric never fails the reply it describes
+            log.exception("selected-class shares of session %s", session.id)
         return msg.top_to_pb(state)
 
     @maps_errors
@@ -264,7 +271,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
                 spec = msg.spec_of(pb.StrategySpec(name=name))
                 x = np.linspace(-1, 1, 256 * c, dtype=np.float32).reshape(256, c)
                 batch = Batch({"logits": RawTensor("FP32", x.shape, memoryview(x).cast("B"))})
-                state = self._first(spec, 10)
+                state = self._first(spec, min(10, self.config.max_k))
                 msg.top_to_pb(state.after(0, pipeline.score(spec, batch, seq=0)))
         return len(strategies) * len(classes)
 
