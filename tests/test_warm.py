@@ -65,6 +65,21 @@ def test_the_batch_path_is_rehearsed_before_serving_on_metrics_of_its_own(caplog
         app.stop()
 
 
+def test_the_rehearsal_fits_a_small_max_k(caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="poolscore.server.app")
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="background", warm="ratio",
+                                   warm_classes="3", max_k=2)).start()
+    try:
+        with Client(app.target, timeout=60) as c:
+            c.wait_ready(timeout=300)
+        assert any("1 batch paths rehearsed: serving" in r.getMessage() for r in caplog.records)
+        assert not any(r.levelno >= logging.ERROR for r in caplog.records)
+    finally:
+        app.stop()
+
+
 def test_warm_classes_name_the_class_counts_compiled_at_start() -> None:
     """--warm-classes 2: one kernel (C = 2's bucket), and on the CPU its own relayout too, so a
     binary pool's first batch runs the tuned path."""
