@@ -269,3 +269,23 @@ def test_every_sample_axis_strategy_compiles(scorer: Scorer) -> None:
             np.testing.assert_allclose(got.cpu().numpy(), scorer.score(s.name, x).cpu().numpy(), rtol=2e-5, atol=1e-6)
     finally:
         kernels.close()
+
+
+def test_first_argmax_is_torch_argmax_with_ties_and_stands_in_for_nan_rows() -> None:
+    """The vectorised argmax the vote kernels use: the first of tied maxima, eager and compiled;
+    a row with NaN gets a valid class (its row guard marks it)."""
+    from poolscore.server.backends.torch.softmax import first_argmax
+
+    z = torch.from_numpy(np.random.default_rng(8).integers(0, 3, size=(500, 7, 5)).astype(np.float32))  # many ties
+    z[3, 2] = -float("inf")
+    z[4, 1, 2] = float("inf")
+    compiled = torch.compile(first_argmax, dynamic=False)
+    from poolscore.server.backends.torch.relayout import rows_inner
+
+    for fn in (first_argmax, compiled):
+        assert torch.equal(fn(z, z.amax(-1)), z.argmax(-1))
+        inner = rows_inner(z)  # the classes strided: torch's own argmax, the same answer
+        assert torch.equal(fn(inner, inner.amax(-1)), z.argmax(-1))
+    z[5, 0, 1] = float("nan")
+    got = first_argmax(z, z.amax(-1))
+    assert got[5, 0] == 4 and torch.equal(got[6:], z[6:].argmax(-1))

@@ -4,15 +4,16 @@ from __future__ import annotations
 import torch
 
 from poolscore.server.backends.torch.softmax import (
-    class_counts, entropy_of_probabilities, logits_of, row_guard, softmax,
+    class_counts, entropy_of_probabilities, first_argmax, logits_of, row_guard, softmax,
 )
 
 
 def variation_ratios(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
     """1 - (count of the modal argmax) / T; ties in a pass's argmax go to the lower class."""
     z = logits_of(x, kind)
-    modal = class_counts(z.argmax(-1), x.shape[-1], z.dtype).amax(-1)  # argmax: [N, T]
-    return 1.0 - modal / x.shape[1] + row_guard(z, z.amax(-1), kind)
+    m = z.amax(-1)
+    modal = class_counts(first_argmax(z, m), x.shape[-1], z.dtype).amax(-1)  # argmax: [N, T]
+    return 1.0 - modal / x.shape[1] + row_guard(z, m, kind)
 
 
 def predictive_entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:

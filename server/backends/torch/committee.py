@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from poolscore.server.backends.torch.softmax import class_counts, logits_of, row_guard, softmax
+from poolscore.server.backends.torch.softmax import class_counts, first_argmax, logits_of, row_guard, softmax
 
 
 def vote_entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
@@ -14,11 +14,12 @@ def vote_entropy(x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor,
     give the same sum in the same order and tie exactly, with no sort of the classes."""
     z = logits_of(x, kind)
     members = x.shape[1]
-    counts = class_counts(z.argmax(-1), x.shape[-1], torch.int64)  # argmax: [N, M] → counts [N, C]
+    m = z.amax(-1)
+    counts = class_counts(first_argmax(z, m), x.shape[-1], torch.int64)  # argmax: [N, M] → counts [N, C]
     h = class_counts(counts, members + 1, z.dtype)  # [N, M + 1]
     share = torch.arange(members + 1, dtype=torch.float64, device=z.device) / members
     e = (-torch.special.xlogy(share, share)).to(z.dtype)  # [M + 1]
-    return (h * e).sum(-1) + row_guard(z, z.amax(-1), kind)
+    return (h * e).sum(-1) + row_guard(z, m, kind)
 
 
 def _kl_to_mean(x: torch.Tensor, inv_t: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:

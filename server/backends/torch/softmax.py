@@ -117,6 +117,20 @@ def entropy_of_probabilities(p: torch.Tensor) -> torch.Tensor:
     return -torch.where(p > 0, p * torch.log(p), 0.0).sum(-1)
 
 
+def first_argmax(z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """argmax over the last axis (the first of tied maxima, as torch.argmax), given m = z.amax(-1).
+
+    A min over the classes equal to the max: inductor vectorises that reduction, where its
+    argmax keeps an index beside each lane's value; at C = 100 it runs 1.9x faster. A row with
+    NaN (m is NaN, nothing equals it) gets class C - 1, a stand-in: the row guard marks it.
+    Rows-inner (the classes strided, relayout.py) keeps torch's argmax: there it is 2x faster."""
+    if z.stride(-1) != 1 and z.shape[-1] > 1:
+        return z.argmax(-1)
+    c = z.shape[-1]
+    at = torch.where(z == m.unsqueeze(-1), torch.arange(c, device=z.device), c).amin(-1)
+    return at.clamp_max(c - 1)
+
+
 def class_counts(labels: torch.Tensor, classes: int, dtype: torch.dtype) -> torch.Tensor:
     """[N, T] class indices → [N, C] counts, in one scatter (no one-hot of [N, T, C])."""
     counts = torch.zeros(labels.shape[0], classes, dtype=dtype, device=labels.device)
