@@ -5,13 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v openssl >/dev/null \
-        || ! command -v java >/dev/null; then
+        || ! command -v java >/dev/null || ! command -v g++ >/dev/null; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     # prometheus: the metrics tests' real Prometheus; openssl: the TLS tests make their certificates;
-    # a Java 17 runtime: the Spark tests' local-mode JVM (Spark 4 needs 17 or later)
+    # a Java 17 runtime: the Spark tests' local-mode JVM (Spark 4 needs 17 or later); g++: torch.compile's
+    # CPU kernels and the native kernels (server/backends/native) are built with it at run time
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus openssl \
-        openjdk-17-jre-headless >/dev/null
+        openjdk-17-jre-headless g++ >/dev/null
     # the package starts a system Prometheus on :9090; the tests run their own
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || $sudo service prometheus stop >/dev/null 2>&1 || true
 fi

@@ -156,11 +156,12 @@ def test_a_batch_larger_than_the_cache_block_is_scored_in_blocks_alike(compiled_
         compiled_scorer.score("entropy", x)
 
 
-@pytest.mark.parametrize("name, shape", [("bald", (20, 40)), ("entropy", (300,))])
+@pytest.mark.parametrize("name, shape", [("bald", (4, 300)), ("entropy", (300,))])
 def test_many_classes_are_scored_in_cache_blocks_alike(compiled_scorer: Scorer, scorer: Scorer, name: str,
                                                       shape: tuple[int, ...]) -> None:
-    """Past the rows-inner bucket (C > 16) a CPU kernel runs blocked too: the same scores as one
-    eager call, a bad row named from the batch's start."""
+    """Past the rows-inner bucket (C > 16) a compiled CPU kernel runs blocked too (sample-axis
+    ones past C = 256, below it native): the same scores as one eager call, a bad row named
+    from the batch's start."""
     from poolscore.server.backends.torch.relayout import CHUNK_BYTES_PER_THREAD, Blocked
     row = 4 * int(np.prod(shape))
     rows = 2 * CHUNK_BYTES_PER_THREAD * torch.get_num_threads() // row + 5  # two blocks and a bit

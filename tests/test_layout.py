@@ -43,3 +43,14 @@ def test_every_package_folder_is_packaged() -> None:
     found = {"poolscore." + ".".join(p.parent.relative_to(ROOT).parts) for p in SERVER.rglob("__init__.py")}
     found |= {"poolscore.client"}
     assert found <= packages, sorted(found - packages)
+
+
+def test_every_source_file_beside_the_code_ships_in_the_wheel() -> None:
+    """A kernel source the server builds at run time (backends/native/kernels.cpp) must be package data."""
+    from fnmatch import fnmatch
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    sources = [p for p in SERVER.rglob("*") if p.suffix in (".cpp", ".c", ".h")]
+    assert sources, "server/backends/native/kernels.cpp"
+    for p in sources:
+        package = "poolscore." + ".".join(p.parent.relative_to(ROOT).parts)
+        assert any(fnmatch(p.name, g) for g in data.get(package, [])), p

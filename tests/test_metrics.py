@@ -108,6 +108,9 @@ def test_a_real_prometheus_scrapes_the_counters(scored_app, tmp_path: Path) -> N
         result = poll("the scraped counter", lambda: json.loads(get(query))["data"]["result"])
         assert float(result[0]["value"][1]) == 1234.0
         assert result[0]["metric"]["job"] == "poolscore" and result[0]["metric"]["device"] == "cpu"
+        shares = f"{base}/api/v1/query?query=sum(poolscore_selected_class_share%7Bstrategy%3D%22ratio%22%7D)"
+        total = poll("the scraped class shares", lambda: json.loads(get(shares))["data"]["result"])
+        assert float(total[0]["value"][1]) == pytest.approx(1.0)  # the 3 selected rows' classes
     finally:
         proc.terminate()
         proc.wait(timeout=30)

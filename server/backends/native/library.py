@@ -1,0 +1,97 @@
+"""The native sample-axis kernels through ctypes: float32 [N, T, C] NumPy arrays in, [N] scores out.
+
+ctypes releases the GIL for the call, so the rows are split over threads in Python (no
+OpenMP runtime beside torch's): the calling thread scores one part, a pool the others.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from poolscore.server.backends.native.build import build
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = {"bald": 0, "predictive_entropy": 1, "kl_disagreement": 2, "kl_max_disagreement": 3,
+              "variation_ratios": 4, "vote_entropy": 5}  # kernels.cpp's enum Strategy
+KINDS = {"logits": 0, "log_probabilities": 1, "probabilities": 2}  # its enum Kind
+MAX_ROW_FLOATS = 1 << 16  # T * C: a thread's scratch (two [T, C, 16] float blocks) stays ≤ 8 MiB
+_ROWS_PER_PART = 1024  # below this many rows a thread costs more than it saves
+_LANES = 16  # kernels.cpp's L: parts are split at multiples of it
+
+
+class Library:
+    """The loaded library; `score` is thread-safe (all state is per call)."""
+
+    def __init__(self, path: str) -> None:
+        lib = ctypes.CDLL(path)
+        self._score = lib.poolscore_score
+        self._score.restype = ctypes.c_int
+        self._score.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                ctypes.c_int64, ctypes.c_float, ctypes.c_void_p]
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()  # guards _pool's creation; never held across a call
+
+    @staticmethod
+    def serves(strategy: str, kind: str, shape: tuple[int, ...]) -> bool:
+        """Whether this strategy, input kind and [N, T, C] shape have a native kernel."""
+        return (strategy in STRATEGIES and kind in KINDS and len(shape) == 3
+                and shape[1] >= 1 and shape[2] >= 1 and shape[1] * shape[2] <= MAX_ROW_FLOATS)
+
+    def score(self, strategy: str, x: np.ndarray, inv_t: float, kind: str, threads: int = 1) -> np.ndarray:
+        """Scores of x (float32 [N, T, C], C-contiguous), NaN for a bad row, on `threads` threads."""
+        if x.dtype != np.float32 or x.ndim != 3 or not x.flags.c_contiguous:
+            raise ValueError(f"native kernels take C-contiguous float32 [N, T, C], got {x.dtype} {x.shape}")
+        n, t, c = x.shape
+        out = np.empty(n, np.float32)
+        parts = max(1, min(threads, n // _ROWS_PER_PART))
+        bounds = [min(n, -(-n * i // parts // _LANES) * _LANES) for i in range(parts + 1)]
+        bounds[-1] = n
+        args = (STRATEGIES[strategy], KINDS[kind], float(inv_t), t, c)
+        jobs = [self._pooled(parts).submit(self._part, x, out, lo, hi, *args)
+                for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        try:
+            self._part(x, out, bounds[0], bounds[1], *args)
+        finally:
+            for job in jobs:
+                job.result()
+        return out
+
+    def _part(self, x: np.ndarray, out: np.ndarray, lo: int, hi: int, strategy: int, kind: int, inv_t: float,
+              t: int, c: int) -> None:
+        if hi <= lo:
+            return
+        row = t * c * 4
+        if self._score(strategy, kind, x.ctypes.data + lo * row, hi - lo, t, c, inv_t, out.ctypes.data + lo * 4):
+            raise MemoryError(f"native kernel scratch for T = {t}, C = {c}")
+
+    def _pooled(self, parts: int) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None or self._pool._max_workers < parts - 1:
+                old, self._pool = self._pool, ThreadPoolExecutor(max(1, parts - 1), thread_name_prefix="poolscore-native")
+                if old is not None:
+                    old.shutdown(wait=False)
+            return self._pool
+
+
+_loaded: Library | None = None
+_tried = False
+_load_lock = threading.Lock()  # one build per process; held across it (callers wait for the same file)
+
+
+def load() -> Library | None:
+    """The library, built on the first call (0.3-1 s; None, logged once, where it cannot be)."""
+    global _loaded, _tried
+    with _load_lock:
+        if not _tried:
+            _tried = True
+            path = build()
+            try:
+                _loaded = Library(str(path)) if path is not None else None
+            except OSError as e:
+                log.warning("loading the native kernels failed; the torch kernels serve: %s", e)
+        return _loaded

@@ -1,0 +1,141 @@
+"""The native sample-axis kernels (server/backends/native) give the torch kernels' scores, mark the
+rows the torch row guard marks, and are what a compiled CPU scorer serves float32 [N, T, C] with."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from poolscore.server.backends.native import build as native_build
+from poolscore.server.backends.native.library import MAX_ROW_FLOATS, STRATEGIES, load
+from poolscore.server.backends.torch.kernels import KERNELS
+from poolscore.server.backends.torch.native import NativeKernel
+from poolscore.server.backends.torch.scorer import Scorer
+from poolscore.server.strategies import ScoreOptions
+
+NAMES = sorted(STRATEGIES)
+KINDS = ["logits", "log_probabilities", "probabilities"]
+
+
+@pytest.fixture(scope="module")
+def library():
+    lib = load()
+    assert lib is not None, "scripts/setup.sh installs g++, which builds the native kernels"
+    return lib
+
+
+def reference(name: str, x: np.ndarray, kind: str, temperature: float = 1.0) -> np.ndarray:
+    """The eager torch kernel in float64: the exact answer the float32 kernels round."""
+    inv_t = torch.tensor(1.0 / temperature, dtype=torch.float64)
+    return KERNELS[name](torch.from_numpy(x.astype(np.float64)), None, inv_t, kind).numpy()
+
+
+def as_kind(logits: np.ndarray, kind: str) -> np.ndarray:
+    lp = torch.log_softmax(torch.from_numpy(logits.astype(np.float64)), -1).numpy()
+    return {"logits": logits, "log_probabilities": lp, "probabilities": np.exp(lp)}[kind].astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(1000, 20, 10), (37, 3, 2), (50, 7, 16), (5, 1, 5), (19, 4, 100)])
+def test_native_scores_match_the_torch_kernels(library, kind: str, shape: tuple[int, int, int]) -> None:
+    """Every strategy, input kind and temperature; row counts off the 16-row block, classes off
+    the 8-wide transpose. Within float32 rounding of the float64 answer (torch's own float32
+    kernels are within 1e-6 too)."""
+    x = as_kind(np.random.default_rng(sum(shape)).normal(size=shape) * 4, kind)
+    for name in NAMES:
+        for temperature in (1.0, 0.7, 3.0):
+            got = library.score(name, x, 1.0 / temperature, kind, threads=2)
+            want = reference(name, x, kind, temperature)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6, err_msg=f"{name} T={temperature}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bad_rows_are_nan_where_the_torch_row_guard_marks_them(library, kind: str) -> None:
+    nan, inf = np.nan, np.inf
+    x = as_kind(np.random.default_rng(1).normal(size=(24, 4, 5)), kind).astype(np.float64)
+    x[1, 2, 3], x[2, 0, 0], x[3, 1, 4] = nan, inf, -inf  # -inf is p = 0 in log_probabilities
+    x[4], x[5, 2] = -inf, -inf  # every sample, or one whole sample, of zero probability
+    if kind == "probabilities":
+        x[6, 0, 1], x[7, 3, 2], x[8, 1], x[9, :, 0] = 0, -0.1, 0, 0
+    x[10] = 0.0  # every class tied in every sample
+    x[11] = np.arange(5) * (100.0 if kind == "logits" else 1.0)
+    x[12] = np.array([0, 1, 0, 1, 0]) * 80.0  # two maxima, far apart from the rest
+    x = x.astype(np.float32)
+    for name in NAMES:
+        got = library.score(name, x, 1.0, kind)
+        want = KERNELS[name](torch.from_numpy(x), None, torch.ones((), dtype=torch.float64), kind).numpy()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
+        np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_a_row_scores_the_same_bits_at_any_position_and_thread_count(library) -> None:
+    x = (np.random.default_rng(2).normal(size=(5000, 6, 10)) * 3).astype(np.float32)
+    for name in NAMES:
+        once = library.score(name, x, 1.0, "logits", threads=1)
+        np.testing.assert_array_equal(library.score(name, x, 1.0, "logits", threads=3), once)
+        np.testing.assert_array_equal(library.score(name, x[77:80].copy(), 1.0, "logits"), once[77:80])
+
+
+def test_vote_entropy_ties_permuted_vote_patterns_exactly(library) -> None:
+    """Summed by vote count as committee.py does: the same votes over other classes give the same bits."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(1, 9, 7)).astype(np.float32) * 3
+    x = np.ascontiguousarray(np.concatenate([base[:, :, rng.permutation(7)] for _ in range(40)]))
+    scores = library.score("vote_entropy", x, 1.0, "logits")
+    assert len(set(scores.tolist())) == 1
+
+
+def test_confident_rows_round_as_the_torch_float32_kernels_do(library) -> None:
+    """Near one-hot samples: scores from 1e-5 down to 0, where float32's p̄ ≈ 1 - tiny costs both
+    implementations the same digits (the same algorithm: log1p(rest), Σe·d over the non-max)."""
+    x = np.zeros((16, 3, 4), np.float32)
+    x[:, :, 0] = np.linspace(10, 40, 16)[:, None]
+    x[:, 1, 0] += 3
+    for name in NAMES:
+        want = KERNELS[name](torch.from_numpy(x), None, torch.ones((), dtype=torch.float64), "logits").numpy()
+        np.testing.assert_allclose(library.score(name, x, 1.0, "logits"), want, rtol=1e-4, atol=1e-12, err_msg=name)
+
+
+def test_a_compiled_cpu_scorer_serves_float32_sample_axes_natively(scorer: Scorer) -> None:
+    compiled = Scorer("cpu", compile="sync")
+    try:
+        x = torch.from_numpy((np.random.default_rng(4).normal(size=(3000, 20, 10)) * 3).astype(np.float32))
+        for name in NAMES:
+            got = compiled.score(name, x, options=ScoreOptions(temperature=0.5))
+            key = next(k for k in compiled.kernels.ready_keys() if k[0] == name)
+            assert isinstance(compiled.kernels._ready[key], NativeKernel), name
+            np.testing.assert_allclose(got.numpy(), scorer.score(name, x, options=ScoreOptions(temperature=0.5)).numpy(),
+                                       rtol=2e-5, atol=1e-6)
+        x[2999, 19, 9] = float("nan")
+        with pytest.raises(ValueError, match="logits: NaN in row 2999"):
+            compiled.score("bald", x)
+    finally:
+        compiled.close()
+
+
+def test_rows_longer_than_the_scratch_go_to_the_torch_kernel(library) -> None:
+    calls = []
+    kernel = NativeKernel(library, "bald", lambda x, emb, inv_t, kind: calls.append(x.shape) or torch.zeros(len(x)))
+    inv_t = torch.ones((), dtype=torch.float64)
+    assert kernel(torch.zeros(3, MAX_ROW_FLOATS // 100 + 1, 100), None, inv_t, "logits").tolist() == [0.0] * 3
+    assert calls == [(3, MAX_ROW_FLOATS // 100 + 1, 100)]
+    kernel(torch.zeros(3, 20, 100), None, inv_t, "logits")
+    assert len(calls) == 1
+
+
+def test_the_build_is_cached_and_a_failing_compiler_leaves_the_torch_kernels(tmp_path, monkeypatch, caplog) -> None:
+    built = native_build.build(cache=tmp_path)
+    assert built is not None and built.parent == tmp_path
+    stamp = built.stat().st_mtime_ns
+    assert native_build.build(cache=tmp_path) == built and built.stat().st_mtime_ns == stamp
+    assert not list(tmp_path.glob("*.part"))  # written atomically, nothing left beside it
+    monkeypatch.setenv("CXX", "false")  # a compiler that always fails
+    with caplog.at_level(logging.WARNING):
+        assert native_build.build(cache=tmp_path / "other") is None
+    assert "the torch kernels serve" in caplog.text
+    bad = tmp_path / "bad.cpp"
+    bad.write_text("this is not C++")
+    monkeypatch.delenv("CXX")
+    assert native_build.build(bad, cache=tmp_path / "bad") is None
