@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from poolscore.server.backends.native import build as native_build
-from poolscore.server.backends.native.library import MAX_ROW_FLOATS, STRATEGIES, load
+from poolscore.server.backends.native.library import MAX_ROW_FLOATS, POINTWISE, STRATEGIES, load
 from poolscore.server.backends.torch.kernels import KERNELS
 from poolscore.server.backends.torch.native import NativeKernel
 from poolscore.server.backends.torch.scorer import Scorer
@@ -24,6 +24,11 @@ def library():
     lib = load()
     assert lib is not None, "scripts/setup.sh installs g++, which builds the native kernels"
     return lib
+
+
+def of_rank(name: str, x: np.ndarray) -> np.ndarray:
+    """x [N, T, C] as the strategy takes it: a pointwise one scores the first sample, [N, C]."""
+    return np.ascontiguousarray(x[:, 0]) if name in POINTWISE else x
 
 
 def reference(name: str, x: np.ndarray, kind: str, temperature: float = 1.0) -> np.ndarray:
@@ -46,8 +51,8 @@ def test_native_scores_match_the_torch_kernels(library, kind: str, shape: tuple[
     x = as_kind(np.random.default_rng(sum(shape)).normal(size=shape) * 4, kind)
     for name in NAMES:
         for temperature in (1.0, 0.7, 3.0):
-            got = library.score(name, x, 1.0 / temperature, kind, threads=2)
-            want = reference(name, x, kind, temperature)
+            got = library.score(name, of_rank(name, x), 1.0 / temperature, kind, threads=2)
+            want = reference(name, of_rank(name, x), kind, temperature)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6, err_msg=f"{name} T={temperature}")
 
 
@@ -64,15 +69,17 @@ def test_bad_rows_are_nan_where_the_torch_row_guard_marks_them(library, kind: st
     x[12] = np.array([0, 1, 0, 1, 0]) * 80.0  # two maxima, far apart from the rest
     x = x.astype(np.float32)
     for name in NAMES:
-        got = library.score(name, x, 1.0, kind)
-        want = KERNELS[name](torch.from_numpy(x), None, torch.ones((), dtype=torch.float64), kind).numpy()
-        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
-        np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-5, atol=1e-7, err_msg=name)
+        for sample in range(4) if name in POINTWISE else [None]:  # a pointwise strategy: each sample as [N, C]
+            xs = x if sample is None else np.ascontiguousarray(x[:, sample])
+            got = library.score(name, xs, 1.0, kind)
+            want = KERNELS[name](torch.from_numpy(xs), None, torch.ones((), dtype=torch.float64), kind).numpy()
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
+            np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_a_row_scores_the_same_bits_at_any_position_and_thread_count(library) -> None:
-    x = (np.random.default_rng(2).normal(size=(5000, 6, 10)) * 3).astype(np.float32)
     for name in NAMES:
+        x = of_rank(name, (np.random.default_rng(2).normal(size=(5000, 6, 10)) * 3).astype(np.float32))
         once = library.score(name, x, 1.0, "logits", threads=1)
         np.testing.assert_array_equal(library.score(name, x, 1.0, "logits", threads=3), once)
         np.testing.assert_array_equal(library.score(name, x[77:80].copy(), 1.0, "logits"), once[77:80])
@@ -94,23 +101,25 @@ def test_confident_rows_round_as_the_torch_float32_kernels_do(library) -> None:
     x[:, :, 0] = np.linspace(10, 40, 16)[:, None]
     x[:, 1, 0] += 3
     for name in NAMES:
-        want = KERNELS[name](torch.from_numpy(x), None, torch.ones((), dtype=torch.float64), "logits").numpy()
-        np.testing.assert_allclose(library.score(name, x, 1.0, "logits"), want, rtol=1e-4, atol=1e-12, err_msg=name)
+        xs = of_rank(name, x)
+        want = KERNELS[name](torch.from_numpy(xs), None, torch.ones((), dtype=torch.float64), "logits").numpy()
+        np.testing.assert_allclose(library.score(name, xs, 1.0, "logits"), want, rtol=1e-4, atol=1e-12, err_msg=name)
 
 
 def test_a_compiled_cpu_scorer_serves_float32_sample_axes_natively(scorer: Scorer) -> None:
     compiled = Scorer("cpu", compile="sync")
     try:
-        x = torch.from_numpy((np.random.default_rng(4).normal(size=(3000, 20, 10)) * 3).astype(np.float32))
+        pool = torch.from_numpy((np.random.default_rng(4).normal(size=(3000, 20, 10)) * 3).astype(np.float32))
         for name in NAMES:
+            x = torch.from_numpy(of_rank(name, pool.numpy()))
             got = compiled.score(name, x, options=ScoreOptions(temperature=0.5))
             key = next(k for k in compiled.kernels.ready_keys() if k[0] == name)
             assert isinstance(compiled.kernels._ready[key], NativeKernel), name
             np.testing.assert_allclose(got.numpy(), scorer.score(name, x, options=ScoreOptions(temperature=0.5)).numpy(),
                                        rtol=2e-5, atol=1e-6)
-        x[2999, 19, 9] = float("nan")
+        pool[2999, 19, 9] = float("nan")
         with pytest.raises(ValueError, match="logits: NaN in row 2999"):
-            compiled.score("bald", x)
+            compiled.score("bald", pool)
     finally:
         compiled.close()
 

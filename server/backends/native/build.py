@@ -39,7 +39,7 @@ def build(source: Path = SOURCE, cache: Path | None = None) -> Path | None:
     """The built library's path (built now unless cached), or None when no compiler builds it."""
     cxx = compiler()
     if cxx is None:
-        log.warning("no C++ compiler ($CXX, g++, c++, clang++): the native kernels stay off")
+        log.info("no C++ compiler ($CXX, g++, c++, clang++): the native kernels stay off")
         return None
     cache = cache or cache_dir()
     code = source.read_bytes()

@@ -1,4 +1,4 @@
-// Sample-axis acquisition kernels for float32 x [N, T, C] on the CPU, built by build.py.
+// Acquisition kernels for float32 x [N, T, C] (pointwise ones: [N, C] as T = 1) on the CPU, built by build.py.
 //
 // Why by hand: at few classes a row's statistics are reductions over C = 10 contiguous
 // floats, which inductor's code runs at 10-16% of memcpy even laid out rows-inner. Here each
@@ -20,7 +20,10 @@ typedef int32_t vi __attribute__((vector_size(4 * L)));
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
-enum Strategy { BALD, PREDICTIVE_ENTROPY, KL_DISAGREEMENT, KL_MAX_DISAGREEMENT, VARIATION_RATIOS, VOTE_ENTROPY };
+enum Strategy {
+    BALD, PREDICTIVE_ENTROPY, KL_DISAGREEMENT, KL_MAX_DISAGREEMENT, VARIATION_RATIOS, VOTE_ENTROPY,
+    LEAST_CONFIDENCE, MARGIN, RATIO, ENTROPY,
+};
 enum Kind { LOGITS, LOG_PROBABILITIES, PROBABILITIES };
 
 const float INF = __builtin_inff();
@@ -143,24 +146,41 @@ inline vf max_and_guard(vf* z, const Shape& s, vi& bad) {
     return m;
 }
 
-struct Sample { vf s, entropy; };  // Σe (= 1 + rest) and H of one sample's softmax
+struct Sample { vf s, entropy, rest, second; vi tied; };  // Σe = 1 + rest, H, the runner-up's d
 
 // softmax.py's statistics of one sample: d = (z - max) / T in place of z, e = exp(d) to `e`.
-// rest = Σe over all but one maximum (Σe - 1 when the max is tied), H = log1p(rest) - Σe·d / s.
+// rest = Σe over all but one maximum (Σe - 1 when the max is tied), H = log1p(rest) - Σe·d / s;
+// with Second, the largest d < 0 (the runner-up, as Softmax.runner_up).
+template <bool Second>
 inline Sample softmax(vf* z, vf* e, const Shape& s, vf m) {
-    vf below = vf{}, total = vf{}, ed = vf{};
+    vf below = vf{}, total = vf{}, ed = vf{}, second = splat(-INF);
     for (int64_t c = 0; c < s.C; ++c) {
         vf d = (z[c] - m) * s.inv_t;
         vf ec = vexp(d);
         total += ec;
         below += sel(d < 0.f, ec, vf{});
         ed += sel(ec > 0.f, ec * d, vf{});
+        if (Second) second = vmax(second, sel(d < 0.f, d, splat(-INF)));
         z[c] = d;
         e[c] = ec;
     }
-    vf rest = sel((total - below) > 1.5f, total - 1.f, below);
+    vi tied = (total - below) > 1.5f;
+    vf rest = sel(tied, total - 1.f, below);
     vf sum = rest + 1.f;
-    return {sum, vlog1p(rest) - ed / sum};
+    return {sum, vlog1p(rest) - ed / sum, rest, second, tied};
+}
+
+// least_confidence, margin, ratio, entropy of one prediction (uncertainty.py). Scratch: e [C].
+vf pointwise_block(Strategy strategy, vf* z, vf* e, const Shape& s, vi& bad, Prefetch& pf) {
+    pf.step();
+    Sample st = softmax<true>(z, e, s, max_and_guard(z, s, bad));
+    vf runner_up = sel(st.tied, splat(1.f), vexp(st.second));  // p_(2) / p_(1)
+    switch (strategy) {
+        case LEAST_CONFIDENCE: return st.rest / st.s;
+        case MARGIN: return (st.rest + runner_up) / st.s;
+        case RATIO: return runner_up;
+        default: return st.entropy;
+    }
 }
 
 // -Σ p log p over C (0 log 0 = 0)
@@ -182,7 +202,7 @@ vf mean_softmax_block(Strategy strategy, vf* z, vf* e, vf* pbar, vf* sums, const
         vf* zt = z + t * s.C;
         vf* et = e + t * s.C;
         pf.step();
-        Sample st = softmax(zt, et, s, max_and_guard(zt, s, bad));
+        Sample st = softmax<false>(zt, et, s, max_and_guard(zt, s, bad));
         mean_h += st.entropy;
         sums[t] = st.s;
         for (int64_t c = 0; c < s.C; ++c) pbar[c] += et[c] / st.s;
@@ -273,7 +293,8 @@ int poolscore_score(int strategy, int kind, const float* x, int64_t n, int64_t T
         const int64_t next_rows = n - r0 - L < 0 ? 0 : (n - r0 - L < L ? n - r0 - L : L);
         Prefetch pf(x + (r0 + L) * tc, next_rows * tc, T);
         vi bad = vi{};
-        vf score = which == VARIATION_RATIOS || which == VOTE_ENTROPY
+        vf score = which >= LEAST_CONFIDENCE ? pointwise_block(which, z, e, s, bad, pf)
+                   : which == VARIATION_RATIOS || which == VOTE_ENTROPY
                        ? argmax_block(which, z, pbar, share, hist, s, bad, pf)
                        : mean_softmax_block(which, z, e, pbar, sums, s, bad, pf);
         score = sel(bad, splat(__builtin_nanf("")), score);

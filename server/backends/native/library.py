@@ -1,4 +1,4 @@
-"""The native sample-axis kernels through ctypes: float32 [N, T, C] NumPy arrays in, [N] scores out.
+"""The native kernels through ctypes: float32 [N, T, C] (or [N, C]) NumPy arrays in, [N] scores out.
 
 ctypes releases the GIL for the call, so the rows are split over threads in Python (no
 OpenMP runtime beside torch's): the calling thread scores one part, a pool the others.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,8 +17,10 @@ from poolscore.server.backends.native.build import build
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = {"bald": 0, "predictive_entropy": 1, "kl_disagreement": 2, "kl_max_disagreement": 3,
-              "variation_ratios": 4, "vote_entropy": 5}  # kernels.cpp's enum Strategy
+SAMPLE_AXIS = {"bald": 0, "predictive_entropy": 1, "kl_disagreement": 2, "kl_max_disagreement": 3,
+               "variation_ratios": 4, "vote_entropy": 5}  # kernels.cpp's enum Strategy: [N, T, C]
+POINTWISE = {"least_confidence": 6, "margin": 7, "ratio": 8, "entropy": 9}  # [N, C]
+STRATEGIES = SAMPLE_AXIS | POINTWISE
 KINDS = {"logits": 0, "log_probabilities": 1, "probabilities": 2}  # its enum Kind
 MAX_ROW_FLOATS = 1 << 16  # T * C: a thread's scratch (two [T, C, 16] float blocks) stays ≤ 8 MiB
 _ROWS_PER_PART = 1024  # below this many rows a thread costs more than it saves
@@ -38,15 +41,19 @@ class Library:
 
     @staticmethod
     def serves(strategy: str, kind: str, shape: tuple[int, ...]) -> bool:
-        """Whether this strategy, input kind and [N, T, C] shape have a native kernel."""
-        return (strategy in STRATEGIES and kind in KINDS and len(shape) == 3
-                and shape[1] >= 1 and shape[2] >= 1 and shape[1] * shape[2] <= MAX_ROW_FLOATS)
+        """Whether this strategy, input kind and shape ([N, T, C], or [N, C] for a pointwise one)
+        have a native kernel."""
+        rank = 2 if strategy in POINTWISE else 3
+        return (strategy in STRATEGIES and kind in KINDS and len(shape) == rank
+                and min(shape[1:]) >= 1 and math.prod(shape[1:]) <= MAX_ROW_FLOATS)
 
     def score(self, strategy: str, x: np.ndarray, inv_t: float, kind: str, threads: int = 1) -> np.ndarray:
-        """Scores of x (float32 [N, T, C], C-contiguous), NaN for a bad row, on `threads` threads."""
-        if x.dtype != np.float32 or x.ndim != 3 or not x.flags.c_contiguous:
-            raise ValueError(f"native kernels take C-contiguous float32 [N, T, C], got {x.dtype} {x.shape}")
-        n, t, c = x.shape
+        """Scores of x (float32 [N, T, C], or [N, C] for a pointwise strategy; C-contiguous), NaN
+        for a bad row, on `threads` threads."""
+        if x.dtype != np.float32 or not x.flags.c_contiguous or not self.serves(strategy, kind, x.shape):
+            raise ValueError(f"no native {strategy} kernel for {kind} {x.dtype} {list(x.shape)} "
+                             f"(C-contiguous float32 of the strategy's rank)")
+        n, t, c = x.shape if x.ndim == 3 else (x.shape[0], 1, x.shape[1])
         out = np.empty(n, np.float32)
         parts = max(1, min(threads, n // _ROWS_PER_PART))
         bounds = [min(n, -(-n * i // parts // _LANES) * _LANES) for i in range(parts + 1)]

@@ -1,16 +1,17 @@
-"""The native sample-axis kernels (backends/native) behind the torch kernels' signature."""
+"""The native kernels (backends/native) behind the torch kernels' signature."""
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
 
-from poolscore.server.backends.native.library import STRATEGIES, Library
+from poolscore.server.backends.native.library import POINTWISE, SAMPLE_AXIS, Library
 
 
 def serves(strategy: str, kind: str, dtype: torch.dtype, rank: int, device: str) -> bool:
-    """float32 [N, T, C] on the CPU, for the strategies kernels.cpp holds."""
-    return device == "cpu" and dtype == torch.float32 and rank == 3 and strategy in STRATEGIES
+    """float32 on the CPU, for the strategies kernels.cpp holds: [N, T, C], and [N, C] pointwise."""
+    ranked = rank == 3 and strategy in SAMPLE_AXIS or rank == 2 and strategy in POINTWISE
+    return device == "cpu" and dtype == torch.float32 and ranked
 
 
 class NativeKernel:
