@@ -148,3 +148,56 @@ def test_the_build_is_cached_and_a_failing_compiler_leaves_the_torch_kernels(tmp
     bad.write_text("this is not C++")
     monkeypatch.delenv("CXX")
     assert native_build.build(bad, cache=tmp_path / "bad") is None
+
+
+def test_extreme_temperatures_and_subnormal_results_match_torch(library) -> None:
+    """1/T overflowing float32 (d = 0·inf = NaN at the max: torch's where()s drop it) must not
+    mark a valid row; and results below float32's normal range stay subnormal, as torch's."""
+    inv_t = torch.tensor(1e40, dtype=torch.float64)
+    x2, x3 = np.array([[1, 0, -1]], np.float32), np.array([[[1, 0, -1], [0, 1, 2]]], np.float32)
+    for name, x in (("entropy", x2), ("margin", x2), ("predictive_entropy", x3), ("bald", x3)):
+        want = KERNELS[name](torch.from_numpy(x), None, inv_t, "logits").numpy()
+        np.testing.assert_array_equal(library.score(name, x, 1e40, "logits"), want, err_msg=name)
+    tiny = np.array([[0, -90], [0, -100], [0, -103], [0, -110]], np.float32)
+    for name in ("ratio", "margin", "least_confidence", "entropy"):
+        want = KERNELS[name](torch.from_numpy(tiny), None, torch.ones((), dtype=torch.float64), "logits").numpy()
+        assert (want[:3] > 0).all() and (want[1:3] < 1.18e-38).all()  # subnormal
+        np.testing.assert_allclose(library.score(name, tiny, 1.0, "logits"), want, rtol=1e-3, atol=3e-45, err_msg=name)
+
+
+def test_the_argmax_of_probabilities_is_taken_on_p_itself(library) -> None:
+    """log is monotone, so argmax p = argmax log p exactly; a rounded log can merge two
+    probabilities a float step apart, so the vote kernels compare p (as NumPy's argmax would)."""
+    p = np.array([[[0.30000305, 0.30000308], [0.9, 0.1]]], np.float32)
+    votes = np.bincount(p[0].argmax(-1), minlength=2)
+    assert library.score("variation_ratios", p, 1.0, "probabilities")[0] == pytest.approx(1 - votes.max() / 2)
+
+
+def test_concurrent_callers_with_any_thread_counts_get_the_same_scores(library) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    x = (np.random.default_rng(9).normal(size=(20000, 4, 10)) * 3).astype(np.float32)
+    want = library.score("bald", x, 1.0, "logits")
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda t: library.score("bald", x, 1.0, "logits", threads=t), [1, 2, 3, 8, 2, 5] * 3))
+    for scores in got:
+        np.testing.assert_array_equal(scores, want)
+
+
+def test_a_shared_cache_directory_open_to_others_is_not_trusted(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(native_build.tempfile, "gettempdir", lambda: str(tmp_path))
+    mine = native_build.cache_dir()
+    assert mine.parent == tmp_path and mine.stat().st_mode & 0o777 == 0o700
+    assert native_build.cache_dir() == mine
+    mine.chmod(0o777)  # anyone could plant a library in it now
+    other = native_build.cache_dir()
+    assert other != mine and other.stat().st_mode & 0o077 == 0
+
+
+def test_a_corrupt_cached_library_is_built_again(tmp_path, monkeypatch) -> None:
+    from poolscore.server.backends.native import library as native_library
+    path = native_build.build(cache=tmp_path)  # not the loaded one: rewriting a mapped file kills the process
+    assert path is not None
+    path.write_bytes(b"not a shared object")
+    monkeypatch.setattr(native_library, "build", lambda: native_build.build(cache=tmp_path))
+    again = native_library._open(path)
+    assert again is not None and again.score("entropy", np.zeros((3, 4), np.float32), 1.0, "logits").shape == (3,)

@@ -1,10 +1,12 @@
 """kernels.cpp → a shared library, built once per machine with the system's C++ compiler.
 
 torch.compile already needs that compiler on a CPU server (the Dockerfile installs g++), so
-the native kernels add no dependency. The library is cached under the temporary directory,
-named by a hash of everything that shapes it (source, compiler, flags, this CPU), written
-atomically: servers starting side by side never load a half-written file. A build takes
-0.3-1 s; one that fails returns None and the torch kernels serve.
+the native kernels add no dependency. The library is cached in a directory of this user's
+own under the temporary directory (mode 0700, checked: a directory another user made there
+is not trusted, and a private one per process is used instead), named by a hash of
+everything that shapes it (source, compiler, flags, this CPU), written atomically: servers
+starting side by side never load a half-written file. A build takes 0.3-1 s; one that fails
+returns None and the torch kernels serve.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,13 +30,24 @@ _FLAG_SETS = (["-O3", "-march=native"], ["-O3", "-mcpu=native"], ["-O3"])
 _COMMON = ["-shared", "-fPIC", "-std=c++17"]
 
 
-def compiler() -> str | None:
-    """$CXX as inductor reads it, else the first C++ compiler on PATH."""
-    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+def compiler() -> list[str] | None:
+    """$CXX as inductor reads it (a command line: "ccache g++"), else the first C++ compiler on PATH."""
+    found = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    return shlex.split(found) if found else None
 
 
 def cache_dir() -> Path:
-    return Path(tempfile.gettempdir()) / f"poolscore_native_{_user()}"
+    """This user's cache directory, made private (0700) if new; a fresh private one where the
+    shared name is someone else's or open to others (its files could be swapped)."""
+    path = Path(tempfile.gettempdir()) / f"poolscore_native_{_user()}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+            return path
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="poolscore_native_"))
 
 
 def build(source: Path = SOURCE, cache: Path | None = None) -> Path | None:
@@ -41,22 +56,25 @@ def build(source: Path = SOURCE, cache: Path | None = None) -> Path | None:
     if cxx is None:
         log.info("no C++ compiler ($CXX, g++, c++, clang++): the native kernels stay off")
         return None
-    cache = cache or cache_dir()
-    code = source.read_bytes()
     errors = []
-    for flags in _FLAG_SETS:
-        target = cache / f"kernels-{_key(code, cxx, flags)}.so"
-        if target.exists():
-            return target
-        error = _compile(cxx, flags, source, target)
-        if error is None:
-            return target
-        errors.append(error)
-    log.warning("building the native kernels with %s failed; the torch kernels serve: %s", cxx, errors[-1])
+    try:
+        cache = cache or cache_dir()
+        code = source.read_bytes()
+        for flags in _FLAG_SETS:
+            target = cache / f"kernels-{_key(code, cxx, flags)}.so"
+            if target.exists():
+                return target
+            error = _compile(cxx, flags, source, target)
+            if error is None:
+                return target
+            errors.append(error)
+    except OSError as e:
+        errors.append(str(e))
+    log.warning("building the native kernels with %s failed; the torch kernels serve: %s", " ".join(cxx), errors[-1])
     return None
 
 
-def _compile(cxx: str, flags: list[str], source: Path, target: Path) -> str | None:
+def _compile(cxx: list[str], flags: list[str], source: Path, target: Path) -> str | None:
     """None once `target` is built, else what the compiler said."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -65,10 +83,12 @@ def _compile(cxx: str, flags: list[str], source: Path, target: Path) -> str | No
     except OSError as e:
         return str(e)
     try:
-        done = subprocess.run([cxx, *flags, *_COMMON, "-o", tmp, str(source)], capture_output=True, text=True,
+        done = subprocess.run([*cxx, *flags, *_COMMON, "-o", tmp, str(source)], capture_output=True, text=True,
                               timeout=120)
         if done.returncode != 0:
             return done.stderr.strip()[-2000:] or f"exit status {done.returncode}"
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before its name: a crash leaves no empty library behind it
         os.replace(tmp, target)  # atomic: a concurrent reader sees no file or the whole one
         return None
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -78,13 +98,13 @@ def _compile(cxx: str, flags: list[str], source: Path, target: Path) -> str | No
             os.unlink(tmp)
 
 
-def _key(code: bytes, cxx: str, flags: list[str]) -> str:
+def _key(code: bytes, cxx: list[str], flags: list[str]) -> str:
     """What the binary depends on: a change of any gives another file name."""
     try:
-        version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+        version = subprocess.run([*cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         version = ""
-    parts = [code, cxx.encode(), " ".join(flags + _COMMON).encode(), version.encode(), _cpu().encode()]
+    parts = [code, " ".join(cxx).encode(), " ".join(flags + _COMMON).encode(), version.encode(), _cpu().encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
 
 

@@ -31,21 +31,24 @@ const float INF = __builtin_inff();
 inline vf splat(float v) { return vf{} + v; }
 inline vf sel(vi mask, vf a, vf b) { return mask ? a : b; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline vf clamp_min0(vf a) { return a < 0.f ? vf{} : a; }  // NaN stays NaN, as torch's clamp_min
 inline vf as_float(vi v) { vf f; std::memcpy(&f, &v, sizeof f); return f; }
 inline vi as_int(vf v) { vi i; std::memcpy(&i, &v, sizeof i); return i; }
 
-// exp(x) for x <= 0 or -inf: 2^n e^r, |r| <= ln2 / 2, Taylor to degree 7 (error < 1e-8 relative).
-// Below -87.3 (where float32's normal range ends) it answers 0: exp(-inf) = 0 exactly.
+// exp(x) for x <= 0, -inf or NaN: 2^n e^r, |r| <= ln2 / 2, Taylor to degree 7 (error < 1e-8
+// relative). 2^n is applied in two halves, so results below float32's normal range come out
+// subnormal as torch's do; below -103.98 (half the least subnormal) it is 0, and NaN stays NaN.
 inline vf vexp(vf x) {
-    vi under = x < -87.33f;
-    x = vmax(x, splat(-87.33f));
-    vf n = (x * 1.44269504f + 12582912.f) - 12582912.f;  // round(x / ln2), by the 1.5 * 2^23 trick
-    vf r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;  // ln2 in two parts: n * hi is exact
+    vi zero = x < -103.98f;
+    vf y = vmax(x, splat(-103.98f));
+    vf n = (y * 1.44269504f + 12582912.f) - 12582912.f;  // round(x / ln2), by the 1.5 * 2^23 trick
+    vf r = y - n * 0.693145751953125f - n * 1.428606765330187e-06f;  // ln2 in two parts: n * hi is exact
     vf p = splat(1.f / 5040);
     p = p * r + 1.f / 720; p = p * r + 1.f / 120; p = p * r + 1.f / 24;
     p = p * r + 1.f / 6; p = p * r + 0.5f; p = p * r + 1.f; p = p * r + 1.f;
-    vf scale = as_float((__builtin_convertvector(n, vi) + 127) << 23);
-    return sel(under, vf{}, p * scale);
+    vi k = __builtin_convertvector(n, vi), half = k >> 1;
+    vf out = p * as_float((half + 127) << 23) * as_float((k - half + 127) << 23);
+    return x != x ? x : sel(zero, vf{}, out);
 }
 
 // log(x) for x > 0 finite (subnormals too): k ln2 + 2 atanh(s), s = (m - 1) / (m + 1), m in
@@ -132,17 +135,25 @@ struct Prefetch {
     }
 };
 
-// One sample's first pass: z as logits (log p for probabilities, in place), its max, and
-// whether it is bad input (row_guard: NaN or +inf anywhere, -inf in logits, or all -inf).
+// One sample's first pass: z as logits (log p for probabilities, in place, unless Raw), its
+// max, and whether it is bad input (row_guard: NaN or +inf anywhere, -inf in logits, or all
+// -inf). Raw keeps probabilities as they are, for an argmax: log is monotone, so the argmax of
+// p is that of log p, exactly (a rounded log can merge two probabilities a float step apart);
+// the bad rows are the same (p < 0 is log p = NaN, all p = 0 is all -inf).
+template <bool Raw = false>
 inline vf max_and_guard(vf* z, const Shape& s, vi& bad) {
     vf m = splat(-INF);
     for (int64_t c = 0; c < s.C; ++c) {
         vf v = z[c];
-        if (s.kind == PROBABILITIES) z[c] = v = vlog_input(v);
-        bad |= s.kind == LOGITS ? ~((v - v) == 0.f) : (v != v) | (v == INF);
+        if (s.kind == PROBABILITIES && Raw) {
+            bad |= (v != v) | (v == INF) | (v < 0.f);
+        } else {
+            if (s.kind == PROBABILITIES) z[c] = v = vlog_input(v);
+            bad |= s.kind == LOGITS ? ~((v - v) == 0.f) : (v != v) | (v == INF);
+        }
         m = vmax(m, v);
     }
-    bad |= m == -INF;
+    bad |= m == (s.kind == PROBABILITIES && Raw ? 0.f : -INF);
     return m;
 }
 
@@ -209,7 +220,7 @@ vf mean_softmax_block(Strategy strategy, vf* z, vf* e, vf* pbar, vf* sums, const
     }
     for (int64_t c = 0; c < s.C; ++c) pbar[c] /= (float)s.T;
     if (strategy == PREDICTIVE_ENTROPY) return entropy_of(pbar, s.C);
-    if (strategy == BALD) return vmax(entropy_of(pbar, s.C) - mean_h / (float)s.T, vf{});
+    if (strategy == BALD) return clamp_min0(entropy_of(pbar, s.C) - mean_h / (float)s.T);
     // KL(p_t ‖ p̄) = Σ p (log p - log p̄), log p = d - log s, as committee.py (terms with p = 0 are 0)
     for (int64_t c = 0; c < s.C; ++c) pbar[c] = vlog(sel(pbar[c] > 0.f, pbar[c], splat(1.f)));
     vf kl_sum = vf{}, kl_max = splat(-INF);
@@ -224,7 +235,7 @@ vf mean_softmax_block(Strategy strategy, vf* z, vf* e, vf* pbar, vf* sums, const
         kl_sum += kl;
         kl_max = vmax(kl_max, kl);
     }
-    return vmax(strategy == KL_MAX_DISAGREEMENT ? kl_max : kl_sum / (float)s.T, vf{});
+    return clamp_min0(strategy == KL_MAX_DISAGREEMENT ? kl_max : kl_sum / (float)s.T);
 }
 
 // variation_ratios, vote_entropy: each sample's argmax (the first of tied maxima) counted per
@@ -235,7 +246,7 @@ vf argmax_block(Strategy strategy, vf* z, vf* counts, const float* share, int32_
     for (int64_t t = 0; t < s.T; ++t) {
         vf* zt = z + t * s.C;
         pf.step();
-        max_and_guard(zt, s, bad);
+        max_and_guard<true>(zt, s, bad);
         vf best = zt[0];
         vi at = vi{};
         for (int64_t c = 1; c < s.C; ++c) {
@@ -291,7 +302,7 @@ int poolscore_score(int strategy, int kind, const float* x, int64_t n, int64_t T
         const int64_t rows = n - r0 < L ? n - r0 : L;
         gather(x + r0 * tc, rows, tc, (float*)z);
         const int64_t next_rows = n - r0 - L < 0 ? 0 : (n - r0 - L < L ? n - r0 - L : L);
-        Prefetch pf(x + (r0 + L) * tc, next_rows * tc, T);
+        Prefetch pf(next_rows ? x + (r0 + L) * tc : x, next_rows * tc, T);
         vi bad = vi{};
         vf score = which >= LEAST_CONFIDENCE ? pointwise_block(which, z, e, s, bad, pf)
                    : which == VARIATION_RATIOS || which == VOTE_ENTROPY

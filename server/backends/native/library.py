@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,6 +26,7 @@ KINDS = {"logits": 0, "log_probabilities": 1, "probabilities": 2}  # its enum Ki
 MAX_ROW_FLOATS = 1 << 16  # T * C: a thread's scratch (two [T, C, 16] float blocks) stays ≤ 8 MiB
 _ROWS_PER_PART = 1024  # below this many rows a thread costs more than it saves
 _LANES = 16  # kernels.cpp's L: parts are split at multiples of it
+_MAX_PARTS = max(2, os.cpu_count() or 1)  # a part per scoring thread, at most one per core
 
 
 class Library:
@@ -36,8 +38,9 @@ class Library:
         self._score.restype = ctypes.c_int
         self._score.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                 ctypes.c_int64, ctypes.c_float, ctypes.c_void_p]
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()  # guards _pool's creation; never held across a call
+        # one pool for the process's life (threads start as parts need them): replacing a pool
+        # another caller still submits to would fail that caller's request
+        self._pool = ThreadPoolExecutor(_MAX_PARTS - 1, thread_name_prefix="poolscore-native")
 
     @staticmethod
     def serves(strategy: str, kind: str, shape: tuple[int, ...]) -> bool:
@@ -55,11 +58,11 @@ class Library:
                              f"(C-contiguous float32 of the strategy's rank)")
         n, t, c = x.shape if x.ndim == 3 else (x.shape[0], 1, x.shape[1])
         out = np.empty(n, np.float32)
-        parts = max(1, min(threads, n // _ROWS_PER_PART))
+        parts = max(1, min(threads, _MAX_PARTS, n // _ROWS_PER_PART))
         bounds = [min(n, -(-n * i // parts // _LANES) * _LANES) for i in range(parts + 1)]
         bounds[-1] = n
         args = (STRATEGIES[strategy], KINDS[kind], float(inv_t), t, c)
-        jobs = [self._pooled(parts).submit(self._part, x, out, lo, hi, *args)
+        jobs = [self._pool.submit(self._part, x, out, lo, hi, *args)
                 for lo, hi in zip(bounds[1:-1], bounds[2:])]
         try:
             self._part(x, out, bounds[0], bounds[1], *args)
@@ -76,14 +79,6 @@ class Library:
         if self._score(strategy, kind, x.ctypes.data + lo * row, hi - lo, t, c, inv_t, out.ctypes.data + lo * 4):
             raise MemoryError(f"native kernel scratch for T = {t}, C = {c}")
 
-    def _pooled(self, parts: int) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None or self._pool._max_workers < parts - 1:
-                old, self._pool = self._pool, ThreadPoolExecutor(max(1, parts - 1), thread_name_prefix="poolscore-native")
-                if old is not None:
-                    old.shutdown(wait=False)
-            return self._pool
-
 
 _loaded: Library | None = None
 _tried = False
@@ -96,9 +91,23 @@ def load() -> Library | None:
     with _load_lock:
         if not _tried:
             _tried = True
-            path = build()
-            try:
-                _loaded = Library(str(path)) if path is not None else None
-            except OSError as e:
-                log.warning("loading the native kernels failed; the torch kernels serve: %s", e)
+            _loaded = _open(build())
         return _loaded
+
+
+def _open(path) -> Library | None:
+    """The library at `path`; one that does not load (a corrupt cached file) is built again once."""
+    for attempt in range(2):
+        if path is None:
+            return None
+        try:
+            return Library(str(path))
+        except OSError as e:
+            log.warning("loading the native kernels from %s failed%s: %s", path,
+                        "; building them again" if attempt == 0 else "; the torch kernels serve", e)
+            try:
+                path.unlink()
+            except OSError:
+                return None
+            path = build() if attempt == 0 else None
+    return None

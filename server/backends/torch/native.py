@@ -24,6 +24,6 @@ class NativeKernel:
     def __call__(self, x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
         if not self.library.serves(self.strategy, kind, tuple(x.shape)):
             return self.fallback(x, emb, inv_t, kind)
-        scores = self.library.score(self.strategy, x.contiguous().numpy(), float(inv_t), kind,
+        scores = self.library.score(self.strategy, x.detach().contiguous().numpy(), float(inv_t), kind,
                                     threads=torch.get_num_threads())
         return torch.from_numpy(scores)
