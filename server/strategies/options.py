@@ -43,6 +43,17 @@ class ScoreOptions:
             raise BadInput("options.base", f"must be a finite number > 1, got {self.base}")
 
 
+def entropy_divisor(entropic: bool, options: ScoreOptions, classes: int) -> float | None:
+    """What an entropy in nats is divided by for `options`: log C when normalized, log base
+    for another base, 1.0 when neither applies (or the score is no entropy); None when it is
+    normalized at C = 1, which scores 0."""
+    if not entropic:
+        return 1.0
+    if options.normalized:
+        return math.log(classes) if classes > 1 else None
+    return math.log(options.base) if options.base != math.e else 1.0
+
+
 NAMES = tuple(f.name for f in fields(ScoreOptions))
 _TYPES = {"input_kind": (str,), "temperature": (int, float), "base": (int, float), "normalized": (bool,),
           "seed": (int,)}

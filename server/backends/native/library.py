@@ -23,6 +23,7 @@ SAMPLE_AXIS = {"bald": 0, "predictive_entropy": 1, "kl_disagreement": 2, "kl_max
 POINTWISE = {"least_confidence": 6, "margin": 7, "ratio": 8, "entropy": 9}  # [N, C]
 STRATEGIES = SAMPLE_AXIS | POINTWISE
 KINDS = {"logits": 0, "log_probabilities": 1, "probabilities": 2}  # its enum Kind
+MAX_CLASSES = 256  # past it the native kernels only tie with inductor's and the ONNX graphs': both keep that
 MAX_ROW_FLOATS = 1 << 16  # T * C: a thread's scratch (two [T, C, 16] float blocks) stays ≤ 8 MiB
 _ROWS_PER_PART = 1024  # below this many rows a thread costs more than it saves
 _LANES = 16  # kernels.cpp's L: parts are split at multiples of it
@@ -97,17 +98,16 @@ def load() -> Library | None:
 
 def _open(path) -> Library | None:
     """The library at `path`; one that does not load (a corrupt cached file) is built again once."""
-    for attempt in range(2):
+    for retry in (True, False):
         if path is None:
             return None
         try:
             return Library(str(path))
         except OSError as e:
-            log.warning("loading the native kernels from %s failed%s: %s", path,
-                        "; building them again" if attempt == 0 else "; the torch kernels serve", e)
-            try:
-                path.unlink()
-            except OSError:
-                return None
-            path = build() if attempt == 0 else None
+            log.warning("loading the native kernels from %s failed: %s", path, e)
+        try:
+            path.unlink()  # never rewritten in place: a loaded library is mapped
+        except OSError:
+            return None
+        path = build() if retry else None
     return None

@@ -246,10 +246,11 @@ def _wait(future: Future) -> None:
 
 
 def _native_pays(key: Key) -> bool:
-    """The native kernels (backends/native) for C ≤ 256, on 2 threads: the sample-axis ones at
-    [N, 20, 10] 4-10x the compiled ones, at C = 100 2-3x; the pointwise ones about 2x at C = 10
-    and 1.5x at C = 100. At C = 1000 they only tie, so the compiled ones keep that."""
-    return native.serves(key[0], key[1], key[2], key[3], key[4]) and key[-1] <= 1
+    """The native kernels (backends/native) up to their MAX_CLASSES (the second bucket's bound),
+    on 2 threads: the sample-axis ones at [N, 20, 10] 4-10x the compiled ones, at C = 100 2-3x;
+    the pointwise ones about 2x at C = 10 and 1.5x at C = 100."""
+    return native.serves(key[0], key[1], key[2], key[3], key[4]) and key[-1] <= _CLASS_BUCKETS.index(
+        native_library.MAX_CLASSES)
 
 
 def _rows_inner_pays(key: Key) -> bool:

@@ -9,7 +9,7 @@ import torch
 from poolscore.server.strategies import validate
 from poolscore.server.backends.torch.compiled import WARM_CLASSES, CompiledKernels, CompileMode
 from poolscore.server.backends.torch.hashing import random_scores
-from poolscore.server.strategies.options import ScoreOptions
+from poolscore.server.strategies.options import ScoreOptions, entropy_divisor
 from poolscore.server.strategies.registry import STRATEGIES, Strategy, strategy_named
 
 
@@ -71,10 +71,7 @@ def _row(t: torch.Tensor, row: int):
 
 def _rescale(scores: torch.Tensor, s: Strategy, options: ScoreOptions, classes: int) -> torch.Tensor:
     """Entropies come out of the kernels in nats: to bits (or any base), or ÷ log C."""
-    if not s.entropic:
-        return scores
-    if options.normalized:
-        return scores / math.log(classes) if classes > 1 else torch.zeros_like(scores)
-    if options.base != math.e:
-        return scores / math.log(options.base)
-    return scores
+    divisor = entropy_divisor(s.entropic, options, classes)
+    if divisor is None:
+        return torch.zeros_like(scores)
+    return scores / divisor if divisor != 1.0 else scores
