@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 from poolscore.server.backends.native import build as native_build
 from poolscore.server.backends.native.library import MAX_ROW_FLOATS, POINTWISE, STRATEGIES, load
@@ -201,3 +202,27 @@ def test_a_corrupt_cached_library_is_built_again(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(native_library, "build", lambda: native_build.build(cache=tmp_path))
     again = native_library._open(path)
     assert again is not None and again.score("entropy", np.zeros((3, 4), np.float32), 1.0, "logits").shape == (3,)
+
+
+_SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.5, 1e30, -1e30, 1e-40], np.float32)
+
+
+@given(shape=st.tuples(st.integers(1, 40), st.integers(1, 5), st.integers(1, 20)), seed=st.integers(0, 2**32 - 1),
+       share=st.sampled_from([0.0, 0.02, 0.2]), kind=st.sampled_from(KINDS),
+       temperature=st.sampled_from([1.0, 0.3, 4.0]))
+def test_any_shape_and_any_special_values_score_as_torch_with_its_bad_rows(library, shape, seed, share, kind,
+                                                                           temperature) -> None:
+    """A property over shapes, input kinds, temperatures and sprinkled specials (NaN, ±inf, 0,
+    negatives, huge and subnormal values): NaN exactly where torch's row guard puts it, the
+    other scores within float32 rounding of torch's float32 kernels."""
+    rng = np.random.default_rng(seed)
+    x = as_kind(rng.normal(size=shape) * 4, kind)
+    hit = rng.random(shape) < share
+    x[hit] = rng.choice(_SPECIALS, hit.sum())
+    inv_t = torch.tensor(1.0 / temperature, dtype=torch.float64)
+    for name in NAMES:
+        xs = of_rank(name, x)
+        got = library.score(name, xs, 1.0 / temperature, kind)
+        want = KERNELS[name](torch.from_numpy(xs), None, inv_t, kind).numpy()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
+        np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-4, atol=1e-6, err_msg=name)
