@@ -157,16 +157,16 @@ def test_a_batch_larger_than_the_cache_block_is_scored_in_blocks_alike(compiled_
         compiled_scorer.score("entropy", x)
 
 
-@pytest.mark.parametrize("name, shape", [("bald", (4, 300)), ("entropy", (300,))])
+@pytest.mark.parametrize("name, shape, dtype", [("bald", (4, 300), np.float32), ("entropy", (300,), np.float64)])
 def test_many_classes_are_scored_in_cache_blocks_alike(compiled_scorer: Scorer, scorer: Scorer, name: str,
-                                                      shape: tuple[int, ...]) -> None:
-    """Past the rows-inner bucket (C > 16) a compiled CPU kernel runs blocked too (sample-axis
-    ones past C = 256, below it native): the same scores as one eager call, a bad row named
-    from the batch's start."""
+                                                      shape: tuple[int, ...], dtype) -> None:
+    """Past the rows-inner bucket (C > 16) a compiled CPU kernel runs blocked too (float32
+    sample-axis ones past C = 256, below it native; pointwise float32 is native at any C): the
+    same scores as one eager call, a bad row named from the batch's start."""
     from poolscore.server.backends.torch.relayout import CHUNK_BYTES_PER_THREAD, Blocked
     row = 4 * int(np.prod(shape))
     rows = 2 * CHUNK_BYTES_PER_THREAD * torch.get_num_threads() // row + 5  # two blocks and a bit
-    x = torch.from_numpy((np.random.default_rng(7).normal(size=(rows, *shape)) * 3).astype(np.float32))
+    x = torch.from_numpy((np.random.default_rng(7).normal(size=(rows, *shape)) * 3).astype(dtype))
     compiled_scorer.score(name, x[:64])
     compiled_scorer.kernels.wait()
     kernel = compiled_scorer.kernels.kernel_for(strategy_named(name), "logits", x.to(compiled_scorer.device), None)

@@ -125,6 +125,26 @@ def test_a_compiled_cpu_scorer_serves_float32_sample_axes_natively(scorer: Score
         compiled.close()
 
 
+@pytest.mark.parametrize("classes", [300, 1000, 4100])
+def test_pointwise_strategies_serve_many_classes_natively(scorer: Scorer, classes: int) -> None:
+    """A pointwise kernel past C = 256 (past inductor's C ≤ 4096 too): served natively by a
+    compiled CPU scorer, within float32 rounding of float64, a bad row named."""
+    compiled = Scorer("cpu", compile="sync")
+    try:
+        x = torch.from_numpy((np.random.default_rng(classes).normal(size=(203, classes)) * 4).astype(np.float32))
+        for name in POINTWISE:
+            got = compiled.score(name, x).numpy()
+            key = next(k for k in compiled.kernels.ready_keys() if k[0] == name)
+            assert isinstance(compiled.kernels._ready[key], NativeKernel), name
+            want = scorer.score(name, x.double()).numpy()
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6, err_msg=name)
+        x[77, classes - 1] = float("inf")
+        with pytest.raises(ValueError, match="logits: .* in row 77"):
+            compiled.score("margin", x)
+    finally:
+        compiled.close()
+
+
 def test_rows_longer_than_the_scratch_go_to_the_torch_kernel(library) -> None:
     calls = []
     kernel = NativeKernel(library, "bald", lambda x, emb, inv_t, kind: calls.append(x.shape) or torch.zeros(len(x)))

@@ -120,7 +120,7 @@ class OnnxScorer:
         """Whether the native kernel scores this (CPU, C ≤ its MAX_CLASSES, a strategy and shape
         it holds) rather than the graph. At C = 100 on one thread the graph scores entropy at
         0.74 GB/s, the native kernel at 5-6."""
-        return (self._native is not None and x.shape[-1] <= native_library.MAX_CLASSES
+        return (self._native is not None and native_library.pays(strategy, x.shape[-1])
                 and self._native.serves(strategy, o.input_kind.value, x.shape))
 
     def _natively(self, strategy: str, x: np.ndarray, o: ScoreOptions) -> np.ndarray:
