@@ -108,8 +108,8 @@ def test_sync_mode_scores_a_new_class_count_with_its_own_compilations_at_once() 
     from poolscore.server.backends.torch.relayout import RowsInnerKernel
     s = Scorer("cpu", compile="sync")
     try:
-        # float16: float32 at C ≤ 256 is scored natively (test_native.py)
-        x = torch.from_numpy(np.random.default_rng(8).normal(size=(500, 5)).astype(np.float16))
+        # float64: float32 and half precision are scored natively (test_native.py)
+        x = torch.from_numpy(np.random.default_rng(8).normal(size=(500, 5)))
         got = s.score("margin", x)  # one call: the any-C kernel, then C = 5's relayout and columns
         kernel = s.kernels.kernel_for(strategy_named("margin"), "logits", x, None)
         assert isinstance(kernel, RowsInnerKernel)
@@ -123,9 +123,9 @@ def test_sync_mode_scores_a_new_class_count_with_its_own_compilations_at_once() 
 def test_few_classes_run_rows_inner_on_the_cpu_with_the_same_scores(compiled_scorer: Scorer, scorer: Scorer) -> None:
     """C ≤ 16 goes through the relayout on the CPU; a NaN still names its row there."""
     from poolscore.server.backends.torch.relayout import RowsInnerKernel
-    x = torch.from_numpy(np.random.default_rng(5).normal(size=(4099, 3)).astype(np.float16))
+    x = torch.from_numpy(np.random.default_rng(5).normal(size=(4099, 3)))  # float64: float32 and half are native
     x = x.to(compiled_scorer.device)
-    compiled_scorer.kernels.warm([strategy_named("entropy")], "logits", torch.float16, x.device, classes=3)
+    compiled_scorer.kernels.warm([strategy_named("entropy")], "logits", torch.float64, x.device, classes=3)
     compiled_scorer.kernels.wait()
     kernel = compiled_scorer.kernels.kernel_for(strategy_named("entropy"), "logits", x, None)
     assert isinstance(kernel, RowsInnerKernel) == (x.device.type == "cpu")
@@ -233,11 +233,11 @@ def test_a_class_counts_own_kernels_compile_in_a_pause_not_beside_a_pool() -> No
     kernels = CompiledKernels("background")
     try:
         entropy = strategy_named("entropy")
-        kernels.warm([entropy], "logits", torch.float16, torch.device("cpu"), classes=7)  # float32: native
+        kernels.warm([entropy], "logits", torch.float64, torch.device("cpu"), classes=7)  # float32, half: native
         kernels.wait()
-        warmed = torch.zeros(10, 7, dtype=torch.float16)
+        warmed = torch.zeros(10, 7, dtype=torch.float64)
         assert kernels.kernel_for(entropy, "logits", warmed, None).relayout.tuned_for(warmed)  # warm tunes its C too
-        x = torch.from_numpy(np.random.default_rng(6).normal(size=(5000, 5)).astype(np.float16))  # a C not warmed
+        x = torch.from_numpy(np.random.default_rng(6).normal(size=(5000, 5)))  # a C not warmed
         kernel = kernels.kernel_for(entropy, "logits", x, None)
         assert isinstance(kernel, RowsInnerKernel)
         busy_until = time.monotonic() + 3 * IDLE_S

@@ -145,6 +145,31 @@ def test_pointwise_strategies_serve_many_classes_natively(scorer: Scorer, classe
         compiled.close()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(9000, 10), (700, 20, 10), (3, 300)])
+def test_half_precision_is_widened_in_chunks_and_scored_natively(monkeypatch, dtype, shape) -> None:
+    """float16 / bfloat16 rows go through the native kernel a float32 chunk at a time (many
+    chunks, a short last one, and one chunk of 16 rows for 3): the scores of the same values in
+    float32, bit for bit, a bad row named from the batch's start."""
+    from poolscore.server.backends.torch import native
+
+    monkeypatch.setattr(native, "CHUNK_FLOATS", 16 * 1000)  # chunks of 1,600 / 80 / 16 rows a thread
+    compiled = Scorer("cpu", compile="sync")
+    try:
+        x = torch.from_numpy(np.random.default_rng(len(shape)).normal(size=shape) * 4).to(dtype)
+        names = [n for n in STRATEGIES if (n in POINTWISE) == (len(shape) == 2)]
+        for name in names:
+            got = compiled.score(name, x)
+            key = next(k for k in compiled.kernels.ready_keys() if k[0] == name and k[2] == dtype)
+            assert isinstance(compiled.kernels._ready[key], NativeKernel), name
+            np.testing.assert_array_equal(got.numpy(), compiled.score(name, x.float()).numpy(), err_msg=name)
+        x[shape[0] - 2].view(-1)[-1] = float("nan")
+        with pytest.raises(ValueError, match=f"logits: NaN in row {shape[0] - 2}"):
+            compiled.score(names[0], x)
+    finally:
+        compiled.close()
+
+
 def test_rows_longer_than_the_scratch_go_to_the_torch_kernel(library) -> None:
     calls = []
     kernel = NativeKernel(library, "bald", lambda x, emb, inv_t, kind: calls.append(x.shape) or torch.zeros(len(x)))
