@@ -65,3 +65,54 @@ def test_a_cpu_limit_caps_the_default(tmp_path) -> None:
     assert usable_cores(tmp_path) == 1 and scoring_threads(0, tmp_path) == 1
     (tmp_path / "cpu.max").write_text("max 100000\n")
     assert usable_cores(tmp_path) == (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+
+
+def test_lent_threads_hold_in_their_block_and_thread_only() -> None:
+    """A shared-memory batch lends its native kernel every core: within the block (nested blocks
+    too), in the calling thread only, and restored after an error."""
+    import threading
+
+    from poolscore.server.runtime.threads import kernel_threads, lent
+
+    assert kernel_threads(1) == 1
+    seen = []
+    with lent(4):
+        assert kernel_threads(1) == 4
+        other = threading.Thread(target=lambda: seen.append(kernel_threads(1)))
+        other.start()
+        other.join()
+        with lent(0):  # a batch of bytes: the backend's own count
+            assert kernel_threads(1) == 1
+        assert kernel_threads(1) == 4
+        with pytest.raises(RuntimeError), lent(2):
+            raise RuntimeError
+        assert kernel_threads(1) == 4
+    assert kernel_threads(1) == 1 and seen == [1]
+
+
+def test_the_native_kernel_runs_on_the_lent_threads() -> None:
+    import numpy as np
+    import torch
+
+    from poolscore.server.backends.native.library import load
+    from poolscore.server.backends.torch.native import NativeKernel
+    from poolscore.server.runtime.threads import lent
+
+    library = load()
+    asked = []
+
+    class Recording:  # the real library, its thread counts noted
+        serves = staticmethod(library.serves)
+
+        def score(self, *args, threads):
+            asked.append(threads)
+            return library.score(*args, threads=threads)
+
+    kernel = NativeKernel(Recording(), "entropy", None)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(5000, 10)).astype(np.float32))
+    one = torch.ones((), dtype=torch.float64)
+    plain = kernel(x, None, one, "logits")
+    with lent(2):
+        both = kernel(x, None, one, "logits")
+    assert asked == [torch.get_num_threads(), 2]
+    assert torch.equal(plain, both)  # a row's score does not depend on the split

@@ -1,9 +1,12 @@
 """How many threads the kernels get: the rest of the machine is gRPC's (no torch import here)."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 from pathlib import Path
+from typing import Iterator
 
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -17,6 +20,26 @@ def scoring_threads(requested: int = 0, cgroup: Path = CGROUP) -> int:
     if requested > 0:
         return requested
     return max(1, usable_cores(cgroup) // 2)
+
+
+_LENT: contextvars.ContextVar[int] = contextvars.ContextVar("poolscore_kernel_threads", default=0)
+
+
+@contextlib.contextmanager
+def lent(threads: int) -> Iterator[None]:
+    """The native kernels called in this block (this thread's) run on `threads` threads (0: the
+    backend's own count). A batch read from shared memory lends them every core: gRPC then
+    receives a reference, not the bytes, so the cores scoring_threads keeps for it are idle."""
+    token = _LENT.set(threads)
+    try:
+        yield
+    finally:
+        _LENT.reset(token)
+
+
+def kernel_threads(own: int) -> int:
+    """The threads a native kernel runs on here: what `lent` gave, else `own`."""
+    return _LENT.get() or own
 
 
 def usable_cores(cgroup: Path = CGROUP) -> int:

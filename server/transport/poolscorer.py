@@ -18,6 +18,7 @@ from poolscore.server.metrics import Metrics
 from poolscore.server.models.repository import ModelRepository
 from poolscore.server.pipeline import Pipeline
 from poolscore.server.runtime.budget import ByteBudget
+from poolscore.server.runtime.threads import lent, usable_cores
 from poolscore.server.sessions.session import Session, State, empty_state
 from poolscore.server.sessions.store import SessionStore
 from poolscore.server.strategies import Spec, check_k
@@ -45,6 +46,7 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         metrics.shm_regions.set_function(self.regions.count)
         metrics.shm_mapped.set_function(self.regions.mapped_bytes)
         self.max_streams = config.max_streams or max(1, config.workers - 8)
+        self._shm_threads = usable_cores()  # a batch read from shared memory: its kernel on every core (threads.lent)
         self._streams = threading.BoundedSemaphore(self.max_streams)
         self._open = 0  # streams in flight, for the drain
         self._open_changed = threading.Condition()
@@ -241,7 +243,8 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
 
     def _scored(self, session: Session, state: State, seq: int, req: Parsed, digest: int | None = None) -> State:
         """Batch `seq` scored and merged into `state`, or an error with the session untouched."""
-        scored = self.pipeline.score(session.spec, req.batch, seq=seq, first_row=state.items, feed=session.feed)
+        with lent(self._shm_threads if req.refs else 0):
+            scored = self.pipeline.score(session.spec, req.batch, seq=seq, first_row=state.items, feed=session.feed)
         new = state.after(seq, scored, digest)
         reply = new.reply_bytes() if new.keys and new is not state else 0
         if reply > self.config.max_message_bytes:

@@ -18,6 +18,7 @@ from poolscore.server.backends.native import library as native_library
 from poolscore.server.backends.onnx.graphs import scorer_graph
 from poolscore.server.strategies import POINTWISE as STRATEGIES, ScoreOptions, options_from
 from poolscore.server.strategies.options import entropy_divisor
+from poolscore.server.runtime.threads import kernel_threads
 
 
 _MIN_SPLIT_ROWS = 4096  # a split smaller than this costs more in run overhead than it saves
@@ -125,7 +126,8 @@ class OnnxScorer:
 
     def _natively(self, strategy: str, x: np.ndarray, o: ScoreOptions) -> np.ndarray:
         """The native kernel's scores, rescaled as the graph rescales (÷ log C or ÷ log base)."""
-        scores = self._native.score(strategy, x, 1.0 / o.temperature, o.input_kind.value, threads=self._splits)
+        scores = self._native.score(strategy, x, 1.0 / o.temperature, o.input_kind.value,
+                                     threads=kernel_threads(self._splits))
         divisor = entropy_divisor(STRATEGIES[strategy].entropic, o, x.shape[-1])
         if divisor is None:
             return scores * np.float32(0.0)  # NaN kept, as the graph's Mul

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from poolscore.server.backends.native.library import POINTWISE, SAMPLE_AXIS, Library
+from poolscore.server.runtime.threads import kernel_threads
 
 HALF = (torch.float16, torch.bfloat16)
 # float32 floats a thread's chunk of widened half-precision rows holds: 1 MiB, read back from L2
@@ -31,7 +32,7 @@ class NativeKernel:
     def __call__(self, x: torch.Tensor, emb: torch.Tensor | None, inv_t: torch.Tensor, kind: str) -> torch.Tensor:
         if not self.library.serves(self.strategy, kind, tuple(x.shape)):
             return self.fallback(x, emb, inv_t, kind)
-        threads, x = torch.get_num_threads(), x.detach()
+        threads, x = kernel_threads(torch.get_num_threads()), x.detach()
         if x.dtype != torch.float32:
             return torch.from_numpy(self._widened(x, float(inv_t), kind, threads))
         return torch.from_numpy(self.library.score(self.strategy, x.contiguous().numpy(), float(inv_t), kind,
