@@ -11,11 +11,12 @@ from grpc_health.v1 import health_pb2_grpc
 from poolscore.client import candidate_sets, replicas, sessions, shared_memory, sharding, tensors, wire
 from poolscore.client.auth import with_token
 from poolscore.client.channels import channel_args, poll_health, room
-from poolscore.client.errors import BadBatch, Requests, SequenceGap, Unavailable, mapped, overtaken
+from poolscore.client.errors import BadBatch, Requests, Unavailable, mapped
 from poolscore.client.outbox import Outbox
 from poolscore.client.retry import Backoff, retrying
 from poolscore.client.pools import Batch, as_ids, batches_of
 from poolscore.client.sessions import Session
+from poolscore.client.shared_arrays import SharedArrays
 from poolscore.client.shared_memory import Rings
 from poolscore.client.specs import TopK, model_spec, strategy_spec
 from poolscore.v1 import scoring_pb2 as pb
@@ -71,6 +72,7 @@ class Client:
         self._committed: dict[str, tuple[int, int]] = {}  # session → (next_seq, items) of its last ack here
         self._hosted: dict[str, bool] = {}  # session → its batches carry raw inputs
         self._rings = Rings()  # score_pool's shared-memory rings between calls
+        self._shared = SharedArrays()  # shared_array()'s: their batches are sent where they lie
 
     @property
     def batch_bytes(self) -> int:
@@ -88,8 +90,20 @@ class Client:
     def close(self) -> None:
         for replica in self.replicas:
             replica.close()
-        self._rings.close()
-        self._raw_channel.close()
+        try:
+            self._rings.close()
+            self._shared.close(self)
+        finally:
+            self._raw_channel.close()
+
+    def shared_array(self, shape, dtype=np.float32) -> np.ndarray:
+        """A zeroed array in shared memory, which `score_pool` sends to a local server with no
+        copy (client/shared_arrays.py); not to be written while a call reads it. Linux only."""
+        return self._shared.new(shape, dtype)
+
+    def free(self, array: np.ndarray) -> None:
+        """Unregister a shared array and unlink its name (close() frees them all)."""
+        self._shared.free(self, array)
 
     # --- readiness and information --------------------------------------------------------
 
@@ -247,7 +261,7 @@ class Client:
         with backoff, for up to `retry_s`, from the server's next_seq: this client keeps the
         batches the server has not yet made safe (durable with --state-dir, else committed).
         """
-        start, items = self._resume_point(session_id, ask=resume)
+        start, items = sessions.resume_point(self, session_id, ask=resume)
         numbers = wire.SCORE_REQUEST_INPUTS if self._hosted[session_id] else wire.SCORE_REQUEST
         encode = lambda seq, batch: wire.encode(pb.ScoreRequest(session_id=session_id, seq=seq), batch, numbers,  # noqa: E731
                                                  self.wire_dtype)
@@ -262,39 +276,10 @@ class Client:
                 if again:  # after a break: where the server stands now, and do we still hold it
                     start = self._get_session(session_id).next_seq
                     outbox.check_resumable(session_id, start)
-                for ack in self._acks(session_id, outbox.requests(start), tolerate_replays=resume or again):
+                for ack in sessions.acks(self, session_id, outbox.requests(start), tolerate_replays=resume or again):
                     outbox.release(ack.durable_seq if durable else ack.seq + 1)
                     outage.recovered()
                 return ack
             except Unavailable as err:
                 outage.wait(err, self.reached)  # re-raises once the outage outlasts retry_s
                 again = True
-
-    def _resume_point(self, session_id: str, ask: bool) -> tuple[int, int]:
-        """(next_seq, items) of the session: from this client's last ack, or asked of the server."""
-        known = self._committed.get(session_id)
-        if ask or known is None or session_id not in self._hosted:
-            session = self.get_session(session_id)
-            self._hosted[session_id] = bool(session.model.name)
-            return session.next_seq, session.items
-        return known
-
-    def _acks(self, session_id: str, requests: Iterator[bytes], tolerate_replays: bool) -> Iterator[pb.ScoreAck]:
-        """One Score call's acks. Outside a resume, this client never resends, so a replayed ack
-        means another writer took our seq; on a resume, a broken call may still commit what the
-        server had received from it."""
-        stream = Requests(requests)
-        try:
-            with mapped(stream):
-                call = self._score(stream, timeout=self.timeout)
-                for ack in call:
-                    if ack.replayed and not tolerate_replays:
-                        call.cancel()
-                        raise SequenceGap(grpc.StatusCode.FAILED_PRECONDITION, overtaken(session_id, ack))
-                    self._committed[session_id] = (ack.seq + 1, ack.items)
-                    self.reached = True
-                    yield ack
-        except BaseException:
-            self._committed.pop(session_id, None)  # ask the server next time
-            raise
-

@@ -1,11 +1,13 @@
 """Session: a handle on one scoring session of a server, for the resumable Score stream."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+import grpc
 
 import numpy as np
 
-from poolscore.client.errors import NotFound
+from poolscore.client.errors import NotFound, Requests, SequenceGap, mapped, overtaken
 from poolscore.client.pools import Batch
 from poolscore.v1 import scoring_pb2 as pb
 
@@ -62,7 +64,6 @@ class Session:
 def send_labeled(client: "Client", session_id: str, labeled: np.ndarray) -> pb.ScoreAck:
     """Client.add_labeled: the rows as batches of no rows at the session's next seqs, one call each."""
     from poolscore.client import wire
-    from poolscore.client.errors import mapped
 
     session = client.get_session(session_id)
     ack = None
@@ -72,3 +73,34 @@ def send_labeled(client: "Client", session_id: str, labeled: np.ndarray) -> pb.S
             for ack in client._score(iter([small + req]), timeout=client.timeout):
                 client._committed[session_id] = (ack.seq + 1, ack.items)
     return ack
+
+
+def resume_point(client: "Client", session_id: str, ask: bool) -> tuple[int, int]:
+    """(next_seq, items) of the session: from this client's last ack, or asked of the server."""
+    known = client._committed.get(session_id)
+    if ask or known is None or session_id not in client._hosted:
+        session = client.get_session(session_id)
+        client._hosted[session_id] = bool(session.model.name)
+        return session.next_seq, session.items
+    return known
+
+
+def acks(client: "Client", session_id: str, requests: Iterator[bytes], tolerate_replays: bool) -> Iterator[pb.ScoreAck]:
+    """One Score call's acks. Outside a resume, this client never resends, so a replayed ack
+    means another writer took our seq; on a resume, a broken call may still commit what the
+    server had received from it."""
+    stream = Requests(requests)
+    try:
+        with mapped(stream):
+            call = client._score(stream, timeout=client.timeout)
+            for ack in call:
+                if ack.replayed and not tolerate_replays:
+                    call.cancel()
+                    raise SequenceGap(grpc.StatusCode.FAILED_PRECONDITION, overtaken(session_id, ack))
+                client._committed[session_id] = (ack.seq + 1, ack.items)
+                client.reached = True
+                yield ack
+    except BaseException:
+        client._committed.pop(session_id, None)  # ask the server next time
+        raise
+

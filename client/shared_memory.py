@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import mmap
 import os
@@ -22,7 +23,7 @@ import secrets
 import struct
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 import numpy as np
@@ -58,23 +59,11 @@ class Ring:
 
     def __init__(self, stub, timeout: float | None, size: int | None = None) -> None:
         size = size or _fitting(RING_BYTES)
-        self.key = f"poolscore-{os.getpid()}-{secrets.token_hex(8)}"
         self.stub, self.timeout, self.capacity = stub, timeout, size - HEADER
-        path = os.path.join(SHM_DIR, self.key)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.key, path, self.map, nonce = create_segment(size)
         try:
             try:
-                os.ftruncate(fd, size)
-                os.posix_fallocate(fd, 0, size)  # a full /dev/shm is ENOSPC now, not SIGBUS mid-pool
-                self.map = mmap.mmap(fd, size, mmap.MAP_SHARED)
-            finally:
-                os.close(fd)
-            nonce = secrets.randbits(64)
-            struct.pack_into("<Q", self.map, 0, nonce)
-            try:
-                with mapped():
-                    reply = stub.RegisterSharedMemory(pb.RegisterSharedMemoryRequest(
-                        name=self.key, key=self.key, byte_size=size), timeout=timeout)
+                register(stub, self.key, size, nonce, timeout)
             except BaseException:
                 self.map.close()
                 raise
@@ -86,9 +75,8 @@ class Ring:
         self.stopped = threading.Event()  # the call has ended: a batch waiting for room gives up
         self.used = time.monotonic()
         self.fresh_s = float("inf")  # reused only within this (half the server's idle limit, set by _ring)
-        if reply.nonce != nonce:  # a server on another host with a segment of the same name
-            self.close()
-            raise PoolscoreError(grpc.StatusCode.NOT_FOUND, "the server maps other memory under this name")
+        # (array, dtype) -> (region, offset) where a tensor can be sent as it lies (a shared array), or None
+        self.placed: Callable[[np.ndarray, np.dtype], tuple[str, int] | None] | None = None
 
     def encode(self, small, batch: Batch, numbers: dict[str, int], narrow: str | None = None) -> bytes:
         """`small` plus the batch's tensors as references into the ring (wire.encode's shape)."""
@@ -107,10 +95,15 @@ class Ring:
 
     def _tensor(self, number: int, array: np.ndarray) -> bytes:
         code, a = _as_wire(array)
-        offset, release = self._room(a.nbytes)
-        dest = self.data[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
-        np.copyto(dest, array, casting="unsafe")  # the one copy (a dtype change on the way)
-        ref = (_len_field(1, len(self.key)) + self.key.encode() + b"\x10" + _varint(HEADER + offset)
+        where = self.placed(array, a.dtype) if self.placed is not None else None
+        if where is not None:  # in a shared array the server maps: referenced where it lies, no copy
+            key, offset, release = where[0], where[1], 0
+        else:
+            at, release = self._room(a.nbytes)
+            dest = self.data[at:at + a.nbytes].view(a.dtype).reshape(a.shape)
+            np.copyto(dest, array, casting="unsafe")  # the one copy (a dtype change on the way)
+            key, offset = self.key, HEADER + at
+        ref = (_len_field(1, len(key)) + key.encode() + b"\x10" + _varint(offset)
                + b"\x18" + _varint(a.nbytes) + b"\x20" + _varint(release))
         dims = b"".join(_varint(d) for d in a.shape)
         body = b"\x08" + _varint(code) + _len_field(2, len(dims)) + dims + _len_field(4, len(ref)) + ref
@@ -151,6 +144,38 @@ class Ring:
             self.map.close()
         except BufferError:  # a view still in a request being sent: unmapped with it
             pass
+
+
+def create_segment(size: int) -> tuple[str, str, mmap.mmap, int]:
+    """A new segment under /dev/shm (mode 0600, its pages reserved: a full /dev/shm is ENOSPC
+    now, not SIGBUS later), mapped here, its nonce in bytes 0-7: (key, path, map, nonce)."""
+    key = f"poolscore-{os.getpid()}-{secrets.token_hex(8)}"
+    path = os.path.join(SHM_DIR, key)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.ftruncate(fd, size)
+            os.posix_fallocate(fd, 0, size)
+            segment = mmap.mmap(fd, size, mmap.MAP_SHARED)
+        except BaseException:
+            os.unlink(path)
+            raise
+    finally:
+        os.close(fd)
+    nonce = secrets.randbits(64)
+    struct.pack_into("<Q", segment, 0, nonce)
+    return key, path, segment, nonce
+
+
+def register(stub, key: str, size: int, nonce: int, timeout: float | None) -> None:
+    """Register segment `key` (named by its key) on the server, which must map this memory."""
+    with mapped():
+        reply = stub.RegisterSharedMemory(pb.RegisterSharedMemoryRequest(name=key, key=key, byte_size=size),
+                                          timeout=timeout)
+    if reply.nonce != nonce:  # a server on another host with a segment of the same name
+        with mapped(), contextlib.suppress(PoolscoreError):
+            stub.UnregisterSharedMemory(pb.UnregisterSharedMemoryRequest(name=key), timeout=timeout)
+        raise PoolscoreError(grpc.StatusCode.NOT_FOUND, "the server maps other memory under this name")
 
 
 def _as_wire(array: np.ndarray) -> tuple[int, "_Shape"]:
@@ -215,6 +240,8 @@ def ring_for(client, wanted: bool | None) -> Iterator[Ring | None]:
     server that cannot map it (said once at debug level; wanted=True raises instead). The ring
     goes back to the client's idle ones if the call succeeds, and is unregistered if it fails."""
     ring = _ring(client, wanted)
+    if ring is not None:
+        ring.placed = functools.partial(client._shared.where, client)
     try:
         yield ring
     except BaseException:
@@ -239,10 +266,11 @@ def prepare(client, wanted: bool | None) -> None:
         client._rings.give(ring)
 
 
-def _still_registered(client, ring: Ring) -> bool:
+def _registered(client) -> set[str]:
+    """The names of the regions the server holds for this client's principal."""
     with mapped():
         regions = client._stub.SharedMemoryStatus(pb.SharedMemoryStatusRequest(), timeout=client.timeout).regions
-    return any(r.name == ring.key for r in regions)
+    return {r.name for r in regions}
 
 
 def _ring(client, wanted: bool | None) -> Ring | None:
@@ -250,15 +278,17 @@ def _ring(client, wanted: bool | None) -> Ring | None:
         return None
     try:
         ring = client._rings.take()
+        held = _registered(client) if ring is not None or client._shared else None
+        client._shared.held(client, held)  # a shared array the server lost (a restart, idle) is registered again
         if ring is not None:
-            if _still_registered(client, ring):  # one call, and it says the server takes shared memory
+            if ring.key in held:  # one call, and it says the server takes shared memory
                 return ring
             ring.close()  # the server restarted, or swept it
         info = client.info().shared_memory
         if not info.enabled:
             raise PoolscoreError(grpc.StatusCode.FAILED_PRECONDITION, "the server takes no shared memory")
         ring = Ring(client._stub, client.timeout)
-        ring.fresh_s = info.idle_s / 2
+        ring.fresh_s = client._shared.fresh_s = info.idle_s / 2
         return ring
     except (PoolscoreError, OSError) as err:
         if wanted or (isinstance(err, PoolscoreError) and err.code not in FALLBACK):

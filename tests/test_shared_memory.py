@@ -145,6 +145,83 @@ def test_a_kept_ring_the_server_dropped_is_replaced(server) -> None:
         assert new != kept
 
 
+def test_a_shared_array_is_scored_where_it_lies_with_no_copy(server) -> None:
+    """client.shared_array: its batches go as references into its own region (the ring takes
+    none of their bytes), the scores those of the bytes path; the server reads the memory as it
+    is at each call, so refilling the array scores the new values."""
+    logits = pool(60_000)
+    with Client(server.target, token=ALICE, shared_memory=False) as plain, Client(server.target, token=ALICE) as c:
+        c.wait_ready()
+        [ring] = regions(c)
+        shared = c.shared_array(logits.shape)
+        assert shared.dtype == np.float32 and not shared.any()
+        shared[:] = logits
+        assert c.score_pool(shared, "entropy", k=100, ids=np.arange(60_000) * 3) == plain.score_pool(
+            logits, "entropy", k=100, ids=np.arange(60_000) * 3)
+        assert c._rings._idle[0].pos == 60_000 * 8  # only the ids went through the ring
+        [array_region] = set(regions(c)) - {ring}
+        assert server.mapped(array_region)
+        shared[:] = pool(60_000, seed=9)
+        assert c.score_pool(shared[:50_000], "margin", k=7) == plain.score_pool(pool(60_000, seed=9)[:50_000], "margin", k=7)
+
+
+def test_a_shared_array_that_cannot_go_as_it_lies_is_copied(server) -> None:
+    """A strided view, or a wire dtype that narrows it: copied into the ring, scored the same."""
+    logits = pool(20_000, c=12)
+    with Client(server.target, token=ALICE, shared_memory=False) as plain, Client(server.target, token=ALICE) as c:
+        shared = c.shared_array(logits.shape)
+        shared[:] = logits
+        assert c.score_pool(shared[:, :6], "entropy", k=9) == plain.score_pool(logits[:, :6], "entropy", k=9)
+        assert c._rings._idle[0].pos >= 20_000 * 6 * 4
+    with Client(server.target, token=ALICE, shared_memory=False, wire_dtype="float16") as plain, \
+            Client(server.target, token=ALICE, wire_dtype="float16") as c:
+        shared = c.shared_array(logits.shape)
+        shared[:] = logits
+        assert c.score_pool(shared, "least_confidence", k=9) == plain.score_pool(logits, "least_confidence", k=9)
+        assert c._rings._idle[0].pos >= 20_000 * 12 * 2
+
+
+def test_a_shared_array_the_server_lost_is_registered_again(server) -> None:
+    """The server unmapped it (a restart, or idle for --shm-idle-s): its name is still under
+    /dev/shm, so the next call maps it again instead of failing on the old name."""
+    logits = pool(30_000)
+    with Client(server.target, token=ALICE) as c:
+        shared = c.shared_array(logits.shape)
+        shared[:] = logits
+        first = c.score_pool(shared, "ratio", k=5)
+        [name] = [n for n in regions(c) if n in ours()]
+        c._call(c._stub.UnregisterSharedMemory, pb.UnregisterSharedMemoryRequest(name=name))  # as a restart does
+        assert c.score_pool(shared, "ratio", k=5) == first
+        assert name in regions(c) and server.mapped(name)
+        time.sleep(2.5)  # past the server's --shm-idle-s of 2: its sweep unmaps the region
+        assert c.score_pool(shared, "ratio", k=5) == first
+
+
+def test_a_freed_dropped_or_closed_shared_array_leaves_nothing(server) -> None:
+    """free() unregisters the region and unlinks the name (the array stays readable here); an
+    array dropped unfreed unlinks its name when collected; close() frees the rest."""
+    import gc
+
+    with Client(server.target, token=ALICE) as c:
+        kept, dropped, left = (c.shared_array((1000, 4)) for _ in range(3))
+        kept[:] = 1.5
+        for a in (kept, dropped, left):
+            c.score_pool(a, "entropy", k=3)
+        assert len(ours()) == 3 and len(regions(c)) == 4  # and the ring
+        c.free(kept)
+        assert len(ours()) == 2 and float(kept.sum()) == 6000.0
+        with pytest.raises(ValueError, match="not a shared array"):
+            c.free(kept)
+        del dropped
+        gc.collect()
+        assert len(ours()) == 1
+        c.score_pool(left, "entropy", k=3)  # the next call unregisters the collected array's region
+        assert len(regions(c)) == 2
+    assert ours() == []
+    with Client(server.target, token=ALICE) as other:
+        assert regions(other) == []
+
+
 def test_register_score_and_unregister(server) -> None:
     with Client(server.target, token=ALICE, shared_memory=False) as c:  # score_pool's own rings left out
         ring = Ring(c._stub, 30, size=1 << 20)

@@ -27,6 +27,7 @@ MAX_CLASSES = 256  # [N, T, C]: past it the native kernels only tie with inducto
 MAX_ROW_FLOATS = 1 << 16  # T * C: a thread's scratch (two [T, C, 16] float blocks) stays ≤ 8 MiB
 _ROWS_PER_PART = 1024  # below this many rows a thread costs more than it saves
 _LANES = 16  # kernels.cpp's L: parts are split at multiples of it
+_CHUNK_BYTES = 1 << 20  # a share of a batch a thread takes at a time
 _MAX_PARTS = max(2, os.cpu_count() or 1)  # a part per scoring thread, at most one per core
 
 
@@ -67,17 +68,25 @@ class Library:
         n, t, c = x.shape if x.ndim == 3 else (x.shape[0], 1, x.shape[1])
         out = np.empty(n, np.float32)
         parts = max(1, min(threads, _MAX_PARTS, n // _ROWS_PER_PART))
-        bounds = [min(n, -(-n * i // parts // _LANES) * _LANES) for i in range(parts + 1)]
-        bounds[-1] = n
         args = (STRATEGIES[strategy], KINDS[kind], float(inv_t), t, c)
-        jobs = [self._pool.submit(self._part, x, out, lo, hi, *args)
-                for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        if parts == 1:
+            self._part(x, out, 0, n, *args)
+            return out
+        # chunks of ~1 MiB handed out as the threads free up: a thread slowed by the gRPC threads
+        # beside it scores fewer, where equal halves had the caller waiting a sixth of a batch
+        step = -(-min(max(1, _CHUNK_BYTES // (4 * t * c)), -(-n // parts)) // _LANES) * _LANES
+        chunks = iter(range(0, n, step))  # next() is one C call under the GIL: each chunk goes to one thread
+        jobs = [self._pool.submit(self._drain, chunks, step, x, out, args) for _ in range(parts - 1)]
         try:
-            self._part(x, out, bounds[0], bounds[1], *args)
+            self._drain(chunks, step, x, out, args)
         finally:
             for job in jobs:
                 job.result()
         return out
+
+    def _drain(self, chunks, step: int, x: np.ndarray, out: np.ndarray, args: tuple) -> None:
+        for lo in chunks:
+            self._part(x, out, lo, min(len(out), lo + step), *args)
 
     def _part(self, x: np.ndarray, out: np.ndarray, lo: int, hi: int, strategy: int, kind: int, inv_t: float,
               t: int, c: int) -> None:
