@@ -16,19 +16,20 @@ pytestmark = pytest.mark.compiled
 
 
 def test_health_waits_for_the_warm_kernels_and_calls_are_answered_meanwhile() -> None:
-    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="background", warm="ratio")).start()
+    # bald: compiled past C = 16 (a pointwise strategy is native at every C: nothing to wait for)
+    app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="background", warm="bald")).start()
     try:
         with grpc.insecure_channel(app.target) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
                 health_pb2.HealthCheckResponse.NOT_SERVING
-            x = np.random.default_rng(0).normal(size=(300, 7)).astype(np.float32)
+            x = np.random.default_rng(0).normal(size=(300, 4, 70)).astype(np.float32)
             with Client(app.target, timeout=60) as c:
-                early = c.score_batch(x, "ratio")  # answered while the kernels compile (eagerly)
+                early = c.score_batch(x, "bald")  # answered while the kernels compile (eagerly)
                 c.wait_ready(timeout=300)
                 kernels = app.backend.scorer.kernels
-                assert len(kernels.ready_keys()) == len(WARM_CLASSES)  # ratio, once per class-count bucket
-                np.testing.assert_allclose(c.score_batch(x, "ratio"), early, rtol=2e-5, atol=1e-6)
+                assert len(kernels.ready_keys()) == len(WARM_CLASSES)  # bald, once per class-count bucket
+                np.testing.assert_allclose(c.score_batch(x, "bald"), early, rtol=2e-5, atol=1e-6)
             for service in ("", "poolscore.v1.PoolScorer"):
                 assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status == \
                     health_pb2.HealthCheckResponse.SERVING
