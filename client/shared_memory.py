@@ -37,6 +37,9 @@ from poolscore.v1 import scoring_pb2 as pb
 log = logging.getLogger("poolscore.client")
 
 SHM_DIR = "/dev/shm"
+# pages mapped at creation (a reused ring's first pass faulted 64 MiB in: the first pool at 0.5x the
+# steady rate, 0.8x with them mapped ahead)
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux's
 HEADER = 64  # bytes 0-7: this ring's nonce; 8-15: the server's release mark; the data after
 ALIGN = 64
 # 16 MiB batches (a quarter of the ring, so the next ones are written while one is scored): half
@@ -156,7 +159,7 @@ def create_segment(size: int) -> tuple[str, str, mmap.mmap, int]:
         try:
             os.ftruncate(fd, size)
             os.posix_fallocate(fd, 0, size)
-            segment = mmap.mmap(fd, size, mmap.MAP_SHARED)
+            segment = mmap.mmap(fd, size, mmap.MAP_SHARED | _POPULATE)
         except BaseException:
             os.unlink(path)
             raise
