@@ -67,7 +67,8 @@ class App:
         self.server.start()
         if self.health_server is not None:
             self.health_server.start()
-        if self.warming:  # calls are answered meanwhile (eagerly); probes and wait_ready wait for full speed
+        if self.warming or self.rehearsal[0]:  # calls are answered meanwhile (eagerly); probes and wait_ready
+            # wait for full speed: compiled kernels, and a rehearsed batch path (the ONNX backend's too)
             self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
             threading.Thread(target=self._serve_when_warm, name="poolscore-warm", daemon=True).start()
         else:

@@ -48,6 +48,10 @@ def app():
 
     running = build_server(ServeConfig(port=0, metrics_port=0, device="cpu", compile="off",
                                        max_message_bytes=8 * 1024 * 1024, max_k=10_000, max_sessions=64)).start()
+    from poolscore.client import Client
+
+    with Client(running.target) as c:
+        c.wait_ready()  # health polled: SERVING once the batch path is rehearsed
     yield running
     running.stop(grace=None)
 

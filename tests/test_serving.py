@@ -20,6 +20,8 @@ def small_app():
     """A server with few threads, two stream slots and a short idle timeout."""
     app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", workers=6, max_streams=2,
                                    stream_idle_s=1.5)).start()
+    with Client(app.target) as c:
+        c.wait_ready()  # the batch path rehearsed: health says SERVING
     yield app
     app.stop(grace=None)
 

@@ -271,11 +271,15 @@ class PoolScorer(pb_grpc.PoolScorerServicer):
         pipeline = Pipeline(self.backend, Metrics(CollectorRegistry()))
         for name in strategies:
             for c in classes:
-                spec = msg.spec_of(pb.StrategySpec(name=name))
-                x = np.linspace(-1, 1, 256 * c, dtype=np.float32).reshape(256, c)
+                spec = msg.spec_of(pb.StrategySpec(name=name))  # two batches, the second merged into a full
+                # top-K, each split over the kernel threads (started then) as a shared-memory one is
+                x = np.random.default_rng(c).normal(size=(4096, c)).astype(np.float32)
                 batch = Batch({"logits": RawTensor("FP32", x.shape, memoryview(x).cast("B"))})
                 state = self._first(spec, min(10, self.config.max_k))
-                msg.top_to_pb(state.after(0, pipeline.score(spec, batch, seq=0)))
+                with lent(self._shm_threads):
+                    for seq in range(2):
+                        state = state.after(seq, pipeline.score(spec, batch, seq=seq, first_row=state.items))
+                msg.top_to_pb(state)
         return len(strategies) * len(classes)
 
     def _first(self, spec: Spec, k: int) -> State:
