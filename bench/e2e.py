@@ -109,7 +109,7 @@ def run_shape(n: int, c: int, ours: tuple[str, int], sink: tuple[str, int], batc
     (t_ours, *cpu_ours), (t_bare, *cpu_bare) = best["ours"], best["bare"]
     print(f"\n{n:,} x {c} float32 logits ({gb * 1e3:.0f} MB), {STRATEGY}, k={K}, batches of {batch_bytes >> 20} MiB")
     row = lambda name, t: print(f"  {name:<34} {n / t / 1e6:7.2f} M rows/s  {gb / t:6.2f} GB/s  {t:7.3f} s")  # noqa: E731
-    row("poolscore end to end (loopback)", t_ours)
+    row("poolscore, default client (shm)", t_ours)
     row("bare gRPC stream, no work (limit)", t_bare)
     print(f"  -> poolscore / bare transport: {t_bare / t_ours:.2f}x of the limit (target >= 0.60); "
           f"median of the {len(paired)} paired rounds {np.median(paired):.2f}x")
