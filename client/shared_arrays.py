@@ -46,6 +46,7 @@ class _Segment:
     nonce: int
     start: int  # the mapping's address here: a tensor's offset is its address minus this
     registered: bool = False
+    refused: bool = False  # the server would not map it: copied for the rest of this call
     used: float = field(default_factory=time.monotonic)
 
 
@@ -59,11 +60,14 @@ class SharedArrays:
         # any thread, inside any allocation, even one made while this lock is held), reaped under it
         self._collected: collections.deque[str] = collections.deque()
         self._lock = threading.Lock()
+        self._registering = threading.Lock()  # two calls sending one array register it once
         self.fresh_s = float("inf")  # re-registered past this since its last use (half the server's idle limit)
 
     def new(self, shape, dtype=np.float32) -> np.ndarray:
         """A zeroed array of `shape` and `dtype` in a new segment."""
         dtype = np.dtype(dtype)
+        if dtype.hasobject:
+            raise ValueError(f"a shared array holds numbers, not {dtype}")
         shape = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
         if any(n < 0 for n in shape):
             raise ValueError(f"a shared array's shape has no negative sizes, got {list(shape)}")
@@ -87,6 +91,7 @@ class SharedArrays:
             orphans, self._orphans = self._orphans, []
             for seg in self._segments.values():
                 seg.registered = seg.registered and (names is None or seg.key in names)
+                seg.refused = False  # a new call tries again
         for key in orphans:
             if names is None or key in names:
                 _unregister(client, key)
@@ -102,15 +107,17 @@ class SharedArrays:
             self._reap()
             seg = next((s for s in self._segments.values()
                         if s.start + HEADER <= at and at + array.nbytes <= s.start + s.size), None)
-        if seg is None:
+        if seg is None or seg.refused:
             return None
         try:
-            if not seg.registered or time.monotonic() - seg.used > self.fresh_s:
-                self._register(client, seg)
+            with self._registering:
+                if not seg.registered or time.monotonic() - seg.used > self.fresh_s:
+                    self._register(client, seg)
         except (PoolscoreError, OSError) as err:
             if isinstance(err, PoolscoreError) and err.code not in FALLBACK:
                 raise
             log.warning("shared array %s not mapped by %s (%s): its batches are copied", seg.key, client.target, err)
+            seg.refused = True
             return None
         seg.used = time.monotonic()
         return seg.key, at - seg.start

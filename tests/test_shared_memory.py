@@ -368,6 +368,35 @@ def test_a_server_without_shared_memory_gets_bytes() -> None:
         app.stop(None)
 
 
+def test_a_shared_array_the_server_will_not_map_is_copied_with_one_warning(caplog) -> None:
+    """--shm-max-regions 1: the ring takes the one region, so the shared array's registration is
+    refused (RESOURCE_EXHAUSTED): its batches are copied into the ring, the scores the same, said
+    once a call; and a server without shared memory gets a shared array's bytes."""
+    import logging
+
+    from poolscore.server.app import build_server
+    from poolscore.server.config import ServeConfig
+
+    logits = pool(450_000)  # 18 MB: more than one batch
+    for shm in (True, False):
+        app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", warm="",
+                                       shm=shm, shm_max_regions=1)).start()
+        try:
+            with Client(app.target) as c, Client(app.target, shared_memory=False) as plain:
+                shared = c.shared_array(logits.shape)
+                shared[:] = logits
+                caplog.clear()
+                with caplog.at_level(logging.WARNING, logger="poolscore.client"):
+                    assert c.score_pool(shared, "entropy", k=20) == plain.score_pool(logits, "entropy", k=20)
+                refused = [r for r in caplog.records if "not mapped" in r.getMessage()]
+                assert len(refused) == (1 if shm else 0)
+                if shm:
+                    ring = c._rings._idle[0]
+                    assert ring.pos >= logits.nbytes and logits.nbytes > ring.batch_bytes  # copied, batch by batch
+        finally:
+            app.stop(None)
+
+
 def test_a_ring_fits_what_dev_shm_has_free() -> None:
     """A container's /dev/shm is often 64 MiB: the ring takes at most half of what is free
     (and its pages are reserved, so a full tmpfs is an error at creation, not a SIGBUS)."""
