@@ -176,7 +176,10 @@ class Client:
         hosted = model_spec(model, samples, model_seed)
         numbers = wire.SCORE_REQUEST_INPUTS if hosted else wire.SCORE_REQUEST
         with shared_memory.ring_for(self, self.shared_memory) as ring:  # None: the bytes go in the messages
-            limits = (ring.batch_bytes, self.batch_bytes) if ring else (self.batch_bytes, None)  # keys: in messages
+            # a shared array alone takes no room in the ring: batches of half of it (copied there, should
+            # the server refuse the array), 1.2x end to end against the ring's quarters
+            tensors_in = (ring.capacity // 2 if self._shared.alone(pool, ids, embedding) else ring.batch_bytes) if ring else None
+            limits = (tensors_in, self.batch_bytes) if ring else (self.batch_bytes, None)  # keys: in messages
             source = batches_of(pool, *limits, ids=ids, embedding=embedding, keys=keys, **(columns or {}))
 
             def requests() -> Iterator[bytes]:

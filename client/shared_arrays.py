@@ -96,6 +96,17 @@ class SharedArrays:
             if names is None or key in names:
                 _unregister(client, key)
 
+    def alone(self, pool, ids, embedding) -> bool:
+        """Whether `pool` is (a contiguous part of) one shared array with nothing beside it to
+        copy into the ring: its batches may be larger than the ring's."""
+        if ids is not None or embedding is not None or not isinstance(pool, np.ndarray) or not pool.flags.c_contiguous:
+            return False
+        at = pool.__array_interface__["data"][0]
+        with self._lock:
+            self._reap()
+            return pool.nbytes > 0 and any(s.start + HEADER <= at and at + pool.nbytes <= s.start + s.size
+                                           for s in self._segments.values())
+
     def where(self, client, array: np.ndarray, dtype: np.dtype) -> tuple[str, int] | None:
         """(region, offset) of `array` where it can be sent as it lies, registered now if the
         server does not hold it; None to copy it (not in a shared array, not contiguous, another

@@ -377,7 +377,7 @@ def test_a_shared_array_the_server_will_not_map_is_copied_with_one_warning(caplo
     from poolscore.server.app import build_server
     from poolscore.server.config import ServeConfig
 
-    logits = pool(450_000)  # 18 MB: more than one batch
+    logits = pool(1_000_000)  # 40 MB: more than one batch of a shared array (half the ring)
     for shm in (True, False):
         app = build_server(ServeConfig(port=0, metrics_port=-1, device="cpu", compile="off", warm="",
                                        shm=shm, shm_max_regions=1)).start()
@@ -392,7 +392,7 @@ def test_a_shared_array_the_server_will_not_map_is_copied_with_one_warning(caplo
                 assert len(refused) == (1 if shm else 0)
                 if shm:
                     ring = c._rings._idle[0]
-                    assert ring.pos >= logits.nbytes and logits.nbytes > ring.batch_bytes  # copied, batch by batch
+                    assert ring.pos >= logits.nbytes and logits.nbytes > ring.capacity // 2  # copied, batch by batch
         finally:
             app.stop(None)
 
