@@ -74,7 +74,7 @@ class SharedArrays:
         count = int(np.prod(shape, dtype=np.int64))
         size = HEADER + max(ALIGN, -(-count * dtype.itemsize // ALIGN) * ALIGN)
         key, path, segment, nonce = create_segment(size)
-        start = np.frombuffer(segment, np.uint8).__array_interface__["data"][0]
+        start = _address(np.frombuffer(segment, np.uint8))
         with self._lock:
             self._segments[key] = _Segment(key, path, size, nonce, start)
         weakref.finalize(segment, self._gone, key, path)  # the array's last view gone: the name too
@@ -101,11 +101,8 @@ class SharedArrays:
         copy into the ring: its batches may be larger than the ring's."""
         if ids is not None or embedding is not None or not isinstance(pool, np.ndarray) or not pool.flags.c_contiguous:
             return False
-        at = pool.__array_interface__["data"][0]
         with self._lock:
-            self._reap()
-            return pool.nbytes > 0 and any(s.start + HEADER <= at and at + pool.nbytes <= s.start + s.size
-                                           for s in self._segments.values())
+            return pool.nbytes > 0 and self._holding(pool) is not None
 
     def where(self, client, array: np.ndarray, dtype: np.dtype) -> tuple[str, int] | None:
         """(region, offset) of `array` where it can be sent as it lies, registered now if the
@@ -113,11 +110,8 @@ class SharedArrays:
         dtype on the wire, or a server that will not map it: said once)."""
         if not self._segments or array.dtype != dtype or not array.flags.c_contiguous or array.nbytes == 0:
             return None
-        at = array.__array_interface__["data"][0]
         with self._lock:
-            self._reap()
-            seg = next((s for s in self._segments.values()
-                        if s.start + HEADER <= at and at + array.nbytes <= s.start + s.size), None)
+            seg = self._holding(array)
         if seg is None or seg.refused:
             return None
         try:
@@ -131,7 +125,14 @@ class SharedArrays:
             seg.refused = True
             return None
         seg.used = time.monotonic()
-        return seg.key, at - seg.start
+        return seg.key, _address(array) - seg.start
+
+    def _holding(self, array: np.ndarray) -> _Segment | None:
+        """Under the lock: the live segment whose data holds all of `array`'s bytes, if any."""
+        self._reap()
+        at = _address(array)
+        return next((s for s in self._segments.values()
+                     if s.start + HEADER <= at and at + array.nbytes <= s.start + s.size), None)
 
     def _register(self, client, seg: _Segment) -> None:
         if seg.registered:  # the server may have unmapped it as idle: map it afresh
@@ -142,10 +143,8 @@ class SharedArrays:
 
     def free(self, client, array: np.ndarray) -> None:
         """Unregister and unlink the shared array `array` is (a view of)."""
-        at = np.asarray(array).__array_interface__["data"][0]
         with self._lock:
-            self._reap()
-            seg = next((s for s in self._segments.values() if s.start <= at < s.start + s.size), None)
+            seg = self._holding(np.asarray(array))
             if seg is None:
                 raise ValueError("not a shared array of this client (or freed already)")
             del self._segments[seg.key]
@@ -179,6 +178,10 @@ class SharedArrays:
             seg = self._segments.pop(self._collected.popleft(), None)
             if seg is not None and seg.registered:
                 self._orphans.append(seg.key)
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
 
 
 def _unregister(client, key: str) -> None:

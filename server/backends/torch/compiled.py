@@ -247,12 +247,12 @@ def _wait(future: Future) -> None:
 
 
 def _native_pays(key: Key) -> bool:
-    """The native kernels (backends/native) where library.pays: a sample-axis one in the first
-    two buckets (C ≤ MAX_CLASSES), a pointwise one in every bucket. On 2 threads: the sample-axis
-    ones at [N, 20, 10] 4-10x the compiled ones, at C = 100 2-3x; the pointwise ones about 2x at
-    C = 10, 1.5x at C = 100, 1.0-1.7x at C = 300-4000."""
-    top = len(_CLASS_BUCKETS) if key[0] in native_library.POINTWISE else _CLASS_BUCKETS.index(native_library.MAX_CLASSES)
-    return native.serves(key[0], key[1], key[2], key[3], key[4]) and key[-1] <= top
+    """The native kernels (backends/native) where they serve the key and library.pays at the
+    smallest C of its bucket (a sample-axis one up to C = 256, a pointwise one at any C). On 2
+    threads: the sample-axis ones at [N, 20, 10] 4-10x the compiled ones, at C = 100 2-3x; the
+    pointwise ones about 2x at C = 10, 1.5x at C = 100, 1.0-1.7x at C = 300-4000."""
+    smallest = ((0,) + _CLASS_BUCKETS)[key[-1]] + 1
+    return native.serves(key[0], key[1], key[2], key[3], key[4]) and native_library.pays(key[0], smallest)
 
 
 def _rows_inner_pays(key: Key) -> bool:
