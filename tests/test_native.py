@@ -271,3 +271,21 @@ def test_any_shape_and_any_special_values_score_as_torch_with_its_bad_rows(libra
         want = KERNELS[name](torch.from_numpy(xs), None, inv_t, kind).numpy()
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
         np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@given(rows=st.integers(1, 6000), threads=st.integers(1, 4), chunk=st.sampled_from([64, 4096, 1 << 20]),
+       name=st.sampled_from(NAMES))
+def test_any_split_over_threads_and_chunks_scores_the_same_bits(library, rows, threads, chunk, name) -> None:
+    """However the rows are handed out (threads, chunk sizes, a short last chunk), each row's
+    score is the one a single call on one thread gives."""
+    from poolscore.server.backends.native import library as native_library
+
+    x = of_rank(name, (np.random.default_rng(rows).normal(size=(rows, 3, 7)) * 3).astype(np.float32))
+    want = library.score(name, x, 1.0, "logits", threads=1)
+    before = native_library._CHUNK_BYTES
+    native_library._CHUNK_BYTES = chunk
+    try:
+        got = library.score(name, x, 1.0, "logits", threads=threads)
+    finally:
+        native_library._CHUNK_BYTES = before
+    np.testing.assert_array_equal(got, want)

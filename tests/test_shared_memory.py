@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from poolscore.client import Client, PoolscoreError
 from poolscore.client import shared_memory
@@ -163,6 +164,23 @@ def test_a_shared_array_is_scored_where_it_lies_with_no_copy(server) -> None:
         assert server.mapped(array_region)
         shared[:] = pool(60_000, seed=9)
         assert c.score_pool(shared[:50_000], "margin", k=7) == plain.score_pool(pool(60_000, seed=9)[:50_000], "margin", k=7)
+
+
+def test_any_view_of_a_shared_array_scores_as_its_bytes(server) -> None:
+    """Any row range, stride and column slice of a shared array (contiguous ones sent as they lie,
+    the rest copied into the ring): the top-K of the same values sent as bytes."""
+    with Client(server.target, token=ALICE) as c, Client(server.target, token=ALICE, shared_memory=False) as plain:
+        shared = c.shared_array((30_000, 12))
+        shared[:] = pool(30_000, c=12, seed=11)
+
+        @settings(max_examples=25, deadline=None)
+        @given(lo=st.integers(0, 29_999), length=st.integers(1, 30_000), step=st.sampled_from([1, 1, 2, 7]),
+               cols=st.sampled_from([12, 12, 5]), strategy=st.sampled_from(["entropy", "margin", "least_confidence"]))
+        def scored_alike(lo, length, step, cols, strategy) -> None:
+            view = shared[lo:lo + length:step, :cols]
+            assert c.score_pool(view, strategy, k=50) == plain.score_pool(np.array(view), strategy, k=50)
+
+        scored_alike()
 
 
 def test_a_shared_array_that_cannot_go_as_it_lies_is_copied(server) -> None:
